@@ -1,0 +1,302 @@
+"""One interface over every backend: eager PyTorch, TorchScript, ONNX Runtime (fp32, int8, CUDA fp16).
+
+    from export.runtime import load_runtime, available_backends
+    rt = load_runtime("checkpoints/mnist_cnn.pt", "ONNX Runtime int8")   # built once, thread-safe
+    probs = rt.predict_proba(x)          # x: float32 (N, 1, 28, 28) normalised -> (N, classes)
+
+Every export records the SHA-256 of the checkpoint it was made from (ONNX `metadata_props`, TorchScript
+`_extra_files`). Loading an export re-hashes the checkpoint and refuses a stale or mismatched file with
+the command that rebuilds it, so an old export is never silently served.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.checkpoint import build_model, file_sha256, load_checkpoint
+from engine.models import InputSpec
+
+BACKEND_NAMES = ["PyTorch", "TorchScript", "ONNX Runtime", "ONNX Runtime int8",
+                 "ONNX Runtime CUDA", "ONNX Runtime CUDA fp16"]
+CUDA_BACKENDS = ("ONNX Runtime CUDA", "ONNX Runtime CUDA fp16")
+# backend -> (artifact kind, execution provider)
+_ONNX_BACKENDS = {"ONNX Runtime": ("onnx", "cpu"), "ONNX Runtime int8": ("int8", "cpu"),
+                  "ONNX Runtime CUDA": ("onnx", "cuda"), "ONNX Runtime CUDA fp16": ("fp16", "cuda")}
+ARTIFACT_SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "int8": ".int8.onnx",
+                     "fp16": ".fp16.onnx"}
+TORCHSCRIPT_META = "export_meta.json"  # name of the metadata entry inside a TorchScript archive
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+
+_PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+class StaleExportError(RuntimeError):
+    """An export that no longer matches its checkpoint (or says it belongs to another one)."""
+
+
+class MissingExportError(RuntimeError):
+    """The export file for a backend does not exist yet."""
+
+
+def rebuild_command(checkpoint: str | os.PathLike) -> str:
+    return f"python -m export --checkpoint {checkpoint}"
+
+
+def artifact_paths(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Where the exports of `<dir>/<stem>.pt` live: `<out_dir or dir>/<stem>.<kind suffix>`."""
+    checkpoint = Path(checkpoint)
+    out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent
+    return {kind: out_dir / f"{checkpoint.stem}{suffix}" for kind, suffix in ARTIFACT_SUFFIXES.items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Metadata: what every export records, and the check that it still belongs to its checkpoint
+
+
+def export_metadata(ckpt: dict, checkpoint_sha256: str, precision: str) -> dict[str, str]:
+    """String key/values stored in each export (ONNX metadata_props accept only strings)."""
+    spec = InputSpec.from_dict(ckpt["input_spec"])
+    return {
+        "model_name": ckpt["model_name"],
+        "model_args": json.dumps(ckpt["model_args"], sort_keys=True),
+        "class_names": json.dumps(spec.class_names),
+        "mean": repr(float(spec.mean)),
+        "std": repr(float(spec.std)),
+        "input_size": json.dumps(list(spec.shape)),  # [channels, height, width]
+        "dataset": str(ckpt.get("config", {}).get("dataset", "")),
+        "checkpoint_sha256": checkpoint_sha256,
+        "precision": precision,
+        "torch_version": torch.__version__,
+    }
+
+
+def metadata_problems(meta: dict[str, str], ckpt: dict, checkpoint_sha256: str) -> list[str]:
+    """Why `meta` (read from an export) does not describe `ckpt`; [] when it does."""
+    expected = export_metadata(ckpt, checkpoint_sha256, precision=meta.get("precision", ""))
+    problems = []
+    if meta.get("checkpoint_sha256") != checkpoint_sha256:
+        problems.append(f"made from a checkpoint with SHA-256 {meta.get('checkpoint_sha256', 'unknown')[:12]}..., "
+                        f"but the checkpoint now has {checkpoint_sha256[:12]}... (it changed since the export)")
+    for key in ("model_name", "model_args", "class_names", "mean", "std", "input_size"):
+        if meta.get(key) != expected[key]:
+            problems.append(f"{key} is {meta.get(key)!r} in the export but {expected[key]!r} in the checkpoint")
+    return problems
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata recorded in an ONNX or TorchScript export."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+        model = onnx.load(str(path), load_external_data=False)
+        return {p.key: p.value for p in model.metadata_props}
+    return load_torchscript(path)[1]
+
+
+_TS_LOCK = threading.Lock()
+
+
+def load_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict[str, str]]:
+    """A TorchScript export in eval mode, and the metadata saved with it."""
+    extra = {TORCHSCRIPT_META: ""}
+    # torch.jit is deprecated in favour of torch.export, but TorchScript is still what this backend ships.
+    with _TS_LOCK, warnings.catch_warnings():  # loading is rare; the lock keeps it simple to reason about
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated", category=FutureWarning)
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return module.eval(), json.loads(extra[TORCHSCRIPT_META] or "{}")
+
+
+def _checked(path: Path, meta: dict[str, str], ckpt: dict, sha: str, checkpoint: Path) -> None:
+    problems = metadata_problems(meta, ckpt, sha)
+    if problems:
+        raise StaleExportError(f"refusing stale export {path}: " + "; ".join(problems) +
+                               f". Rebuild it with `{rebuild_command(checkpoint)}`.")
+
+
+def check_exports(checkpoint: str | os.PathLike) -> list[str]:
+    """Human-readable problems with the exports of `checkpoint` (missing, stale, mismatched); [] if fine."""
+    checkpoint = Path(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    sha = file_sha256(checkpoint)
+    problems = []
+    for kind, path in artifact_paths(checkpoint).items():
+        if not path.is_file():
+            problems.append(f"{kind}: {path} is missing")
+            continue
+        try:
+            meta = read_metadata(path)
+        except Exception as e:  # unreadable file: report it as a problem instead of crashing the check
+            problems.append(f"{kind}: {path} cannot be read ({type(e).__name__}: {e})")
+            continue
+        problems += [f"{kind}: {path} {p}" for p in metadata_problems(meta, ckpt, sha)]
+    if problems:
+        problems.append(f"rebuild with `{rebuild_command(checkpoint)}`")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------------
+# ONNX Runtime sessions
+
+
+_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+               "all": "ORT_ENABLE_ALL"}
+
+
+def ort_session(path: str | os.PathLike, provider: str = "cpu", threads: int = 0, opt_level: str = "all"):
+    """An InferenceSession with deliberate options; raises if the requested provider does not really run.
+
+    threads: intra-op threads (0 = ONNX Runtime's default, one per physical core).
+    opt_level: graph optimisation level, one of disable/basic/extended/all.
+    """
+    import onnxruntime as ort
+
+    if provider not in _PROVIDERS:
+        raise ValueError(f"provider must be one of {sorted(_PROVIDERS)}, got {provider!r}")
+    if opt_level not in _OPT_LEVELS:
+        raise ValueError(f"opt_level must be one of {list(_OPT_LEVELS)}, got {opt_level!r}")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1  # these graphs are chains: no parallel branches to run
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[opt_level])
+    session = ort.InferenceSession(str(path), sess_options=so, providers=_PROVIDERS[provider])
+    # onnxruntime-gpu lists CUDA even without a GPU and then quietly falls back to CPU: check what runs.
+    wanted = _PROVIDERS[provider][0]
+    if session.get_providers()[0] != wanted:
+        raise RuntimeError(f"{wanted} is not usable on this machine (session runs on "
+                           f"{session.get_providers()}); pick a CPU backend instead")
+    return session
+
+
+@functools.cache
+def cuda_works() -> bool:
+    """True only when a CUDA GPU is present and ONNX Runtime really runs a model on it."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers() or not torch.cuda.is_available():
+        return False
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), providers=_PROVIDERS["cuda"])
+        session.run(None, {"x": np.ones(1, np.float32)})
+    except Exception:  # a broken CUDA install (missing libraries, driver) means no CUDA backend here
+        return False
+    return session.get_providers()[0] == "CUDAExecutionProvider"
+
+
+def available_backends() -> list[str]:
+    """The backends usable on this machine, in BACKEND_NAMES order."""
+    return [b for b in BACKEND_NAMES if b not in CUDA_BACKENDS or cuda_works()]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Runtimes
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Runtime:
+    """One loaded backend. Built once and shared: predict_* may be called from many threads at once."""
+
+    def __init__(self, name: str, spec: InputSpec, checkpoint: Path, path: Path):
+        self.name, self.spec, self.checkpoint, self.path = name, spec, checkpoint, path
+
+    def _check_input(self, x) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        want = self.spec.shape
+        if x.ndim != 4 or tuple(x.shape[1:]) != want or x.shape[0] < 1:
+            raise ValueError(f"{self.name} expects a float32 batch of shape (N, {', '.join(map(str, want))}) "
+                             f"with N >= 1, got {x.shape}; use engine.preprocess.preprocess() to make one")
+        return x
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        """float32 (N, C, H, W) normalised -> float32 logits (N, classes)."""
+        return self._run(self._check_input(x))
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return softmax(self.predict_logits(x))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.path})"
+
+
+class TorchRuntime(Runtime):
+    """Eager PyTorch or TorchScript. Inference on a module in eval mode only reads its weights, so
+    concurrent calls are safe."""
+
+    def __init__(self, module, **kw):
+        super().__init__(**kw)
+        self.module = module
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(x)).float().numpy()
+
+
+class OrtRuntime(Runtime):
+    """An ONNX Runtime session; InferenceSession.run is thread-safe."""
+
+    def __init__(self, session, **kw):
+        super().__init__(**kw)
+        self.session = session
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0].astype(np.float32, copy=False)
+
+
+def load_runtime(checkpoint: str | os.PathLike, backend: str, threads: int = 0, opt_level: str = "all",
+                 out_dir: str | os.PathLike | None = None) -> Runtime:
+    """Load `backend` for `checkpoint`. PyTorch runs the checkpoint itself; every other backend loads its
+    export (from `out_dir`, default beside the checkpoint) after checking it was made from this exact
+    checkpoint. threads/opt_level go to ort_session (ONNX Runtime backends only)."""
+    if backend not in BACKEND_NAMES:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    if backend in CUDA_BACKENDS and not cuda_works():
+        raise RuntimeError(f"{backend} needs a working CUDA GPU, and this machine has none; "
+                           f"available here: {', '.join(available_backends())}")
+    checkpoint = Path(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    spec = InputSpec.from_dict(ckpt["input_spec"])
+    common = dict(name=backend, spec=spec, checkpoint=checkpoint)
+    if backend == "PyTorch":
+        model, _ = build_model(ckpt)
+        return TorchRuntime(model, path=checkpoint, **common)
+
+    sha = file_sha256(checkpoint)
+    kind = "torchscript" if backend == "TorchScript" else _ONNX_BACKENDS[backend][0]
+    path = artifact_paths(checkpoint, out_dir)[kind]
+    if not path.is_file():
+        raise MissingExportError(f"{backend} needs {path}, which does not exist; create it with "
+                                 f"`{rebuild_command(checkpoint)}`")
+    if backend == "TorchScript":
+        module, meta = load_torchscript(path)
+        _checked(path, meta, ckpt, sha, checkpoint)
+        return TorchRuntime(module, path=path, **common)
+
+    provider = _ONNX_BACKENDS[backend][1]
+    session = ort_session(path, provider=provider, threads=threads, opt_level=opt_level)
+    _checked(path, session.get_modelmeta().custom_metadata_map, ckpt, sha, checkpoint)
+    names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+    if names != ([INPUT_NAME], [OUTPUT_NAME]):
+        raise StaleExportError(f"{path} has inputs/outputs {names}, expected ['{INPUT_NAME}'] -> "
+                               f"['{OUTPUT_NAME}']; rebuild it with `{rebuild_command(checkpoint)}`")
+    return OrtRuntime(session, path=path, **common)
