@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -54,6 +55,9 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", default=None, help="checkpoint to continue from (its config is reused)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--dry-run", action="store_true", help="run one training batch and one eval batch, then stop")
+    p.add_argument("--stop-after-epoch", type=int, default=0,
+                   help="stop once this epoch is saved, schedule unchanged; continue later with --resume "
+                        "(time-sliced jobs; default: run all epochs)")
     p.add_argument("--max-train-images", type=int, default=0,
                    help="use only the first N training images (tests, quick looks; default: all)")
     p.add_argument("--max-test-images", type=int, default=0, help="likewise for the test set (default: all)")
@@ -149,11 +153,71 @@ def predict_logits(model, images_u8: torch.Tensor, spec: InputSpec, batch_size: 
     return torch.cat(out) if out else torch.empty(0, len(spec.class_names))
 
 
-def evaluate_split(model, images_u8, labels, spec: InputSpec, **kw) -> tuple[dict, float]:
+def evaluate_split(model, images_u8, labels, spec: InputSpec, rank: int = 0, world_size: int = 1,
+                   **kw) -> tuple[dict, float]:
+    """Metrics on a whole split; under DDP each rank scores every world_size-th image and the confusion
+    matrix and loss are summed across ranks, so every rank returns the metrics of the whole split."""
+    images_u8, labels = images_u8[rank::world_size], labels[rank::world_size]
     logits = predict_logits(model, images_u8, spec, **kw)
-    loss = F.cross_entropy(logits, labels.to(logits.device)).item() if len(labels) else float("nan")
+    loss_sum = F.cross_entropy(logits, labels.to(logits.device), reduction="sum")
     cm = confusion_matrix(logits.argmax(1), labels, len(spec.class_names))
-    return summarize(cm, spec.class_names), loss
+    if world_size > 1:
+        sums = torch.cat([cm.flatten().double().to(logits.device), loss_sum.double().view(1)])
+        dist.all_reduce(sums)
+        cm, loss_sum = sums[:-1].round().long().cpu().view_as(cm), sums[-1]
+    n = int(cm.sum())
+    return summarize(cm, spec.class_names), loss_sum.item() / n if n else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------------
+# DistributedDataParallel helpers (no-ops in a single process)
+
+
+def average_buffers(model, world_size: int) -> None:
+    """Average BatchNorm running statistics over the ranks.
+
+    DDP keeps the parameters identical, but each rank's running mean/var also absorb its own last
+    batches (DDP re-broadcasts rank 0's buffers only at the next forward). Averaging at the end of an
+    epoch gives the saved model statistics from every shard and every replica the same state.
+    """
+    if world_size > 1:
+        for b in model.buffers():
+            if b.is_floating_point():
+                dist.all_reduce(b)
+                b.div_(world_size)
+
+
+def state_sha256(state_dict: dict) -> str:
+    """Fingerprint of a state_dict's names, dtypes, shapes and exact bytes (layout-independent)."""
+    h = hashlib.sha256()
+    for name, t in state_dict.items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_replicas_agree(model, world_size: int, epoch: int) -> str:
+    """sha256 of this rank's weights and buffers; raises on every rank if any replica differs."""
+    digest = state_sha256(model.state_dict())
+    if world_size > 1:
+        digests = [None] * world_size
+        dist.all_gather_object(digests, digest)
+        if len(set(digests)) > 1:
+            raise RuntimeError(
+                f"DDP replicas diverged after epoch {epoch}: state sha256 per rank "
+                f"{[d[:12] for d in digests]}. Every rank must run the same forward and backward (no "
+                f"rank-dependent layers or skipped steps); nothing was saved for this epoch.")
+    return digest
+
+
+def gather_rng_states(world_size: int) -> list[torch.Tensor]:
+    """Every rank's CPU RNG state (dropout differs per rank), so --resume replays each rank exactly."""
+    if world_size == 1:
+        return [torch.get_rng_state()]
+    states = [None] * world_size
+    dist.all_gather_object(states, torch.get_rng_state())
+    return states
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -165,10 +229,14 @@ def main(argv=None) -> dict:
     resume_ckpt = None
     if args.resume:
         resume_ckpt = load_checkpoint(args.resume)
-        # The interrupted run's config wins, except where to write and how to show progress.
-        keep = {k: getattr(args, k) for k in ("resume", "out", "no_progress", "device", "data_dir", "threads")}
-        args = argparse.Namespace(**{**resume_ckpt["config"], **keep})
-        if args.out == get_args([]).out:
+        # The interrupted run's config wins; of the flags that do not change the result (where to write,
+        # what to show, where the data is, how many threads), those given explicitly now override it.
+        defaults = vars(get_args([]))
+        overridable = ("out", "no_progress", "device", "data_dir", "threads")
+        given = {k: getattr(args, k) for k in overridable if getattr(args, k) != defaults[k]}
+        args = argparse.Namespace(**{**defaults, **resume_ckpt["config"], **given, "resume": args.resume,
+                                     "stop_after_epoch": args.stop_after_epoch})
+        if "out" not in given:
             args.out = args.resume
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -203,6 +271,9 @@ def main(argv=None) -> dict:
     local_bs = max(1, args.batch_size // world_size)
     loader = TensorLoader(train_x, train_y, local_bs, shuffle=True, seed=args.seed, rank=rank,
                           world_size=world_size, drop_last=world_size > 1)
+    if len(loader) == 0:
+        sys.exit(f"{len(train)} training images are too few for a batch of {local_bs} on each of "
+                 f"{world_size} ranks; lower --batch-size (it is the global batch) or use fewer processes")
 
     # ---- model and optimiser
     model_args = {"num_classes": len(spec.class_names)}
@@ -225,7 +296,15 @@ def main(argv=None) -> dict:
         model.load_state_dict(resume_ckpt["model"])
         optimizer.load_state_dict(resume_ckpt["optimizer"])
         scheduler.load_state_dict(resume_ckpt["scheduler"])
-        torch.set_rng_state(resume_ckpt["rng"]["torch"])
+        if scheduler.total_steps != args.epochs * len(loader):
+            # The per-rank batch and shard, hence the steps per epoch, depend on the number of processes.
+            sys.exit(f"{args.resume} was trained with {resume_ckpt.get('world_size', 1)} process(es) and a "
+                     f"schedule of {scheduler.total_steps} steps; this launch has {world_size} process(es) "
+                     f"and would take {args.epochs * len(loader)}. Resume with the same number of processes "
+                     f"(torchrun --nnodes x --nproc_per_node).")
+        per_rank = resume_ckpt["rng"].get("per_rank")
+        torch.set_rng_state(per_rank[rank] if per_rank and len(per_rank) == world_size
+                            else resume_ckpt["rng"]["torch"])
         start_epoch, history = resume_ckpt["epoch"], resume_ckpt["history"]
         total_train_s = resume_ckpt["metrics"].get("train_seconds", 0.0)
     ddp_model = model
@@ -265,9 +344,12 @@ def main(argv=None) -> dict:
             dist.all_reduce(sums)  # every rank's share of the epoch counts
         train_loss, train_acc = (sums[0] / sums[2]).item(), (100 * sums[1] / sums[2]).item()
 
+        average_buffers(model, world_size)
+        digest = check_replicas_agree(model, world_size, epoch + 1)
         n_eval = 1000 if args.dry_run else len(test_y)
-        summary, test_loss = evaluate_split(model, test_x[:n_eval], test_y[:n_eval], spec,
+        summary, test_loss = evaluate_split(model, test_x[:n_eval], test_y[:n_eval], spec, rank, world_size,
                                             amp_dtype=amp_dtype, memory_format=memory_format)
+        rng_states = gather_rng_states(world_size)
         history.append({"epoch": epoch + 1, "train_loss": round(train_loss, 5), "train_acc": round(train_acc, 3),
                         "test_loss": round(test_loss, 5), "test_acc": summary["accuracy"],
                         "epoch_seconds": round(stats["seconds"], 2)})
@@ -288,15 +370,18 @@ def main(argv=None) -> dict:
                 "epoch": epoch + 1,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": {"torch": torch.get_rng_state()},
+                "rng": {"torch": rng_states[0], "per_rank": rng_states},
+                "world_size": world_size,
             })
-        if args.dry_run:
+        if args.dry_run or epoch + 1 == args.stop_after_epoch:
             break
     if world_size > 1:
         dist.barrier()
         dist.destroy_process_group()
     if master and summary is not None:
         print(f"saved {args.out}: test accuracy {summary['accuracy']:.2f}%, training time {total_train_s:.1f}s")
+        if world_size > 1:
+            print(f"all {world_size} ranks hold identical weights and buffers: state sha256 {digest}")
     return {"accuracy": summary["accuracy"] if summary else None, "test_loss": test_loss, "out": args.out}
 
 

@@ -1,0 +1,249 @@
+"""Engine: every registered model, the training loop, resume, checkpoint safety, data, metrics."""
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from engine.data import AUGMENT_PRESETS, TensorLoader, augment, load_dataset
+from engine.metrics import confusion_matrix, summarize
+from engine.models import create_model, list_models
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINTS = ROOT / "checkpoints"
+
+
+# ---------------------------------------------------------------------------------------------------- models
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_forward_backward(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7)
+    x = torch.randn(5, 1, 28, 28)
+    out = model(x)
+    assert out.shape == (5, 7)
+    out.logsumexp(1).mean().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+    assert torch.isfinite(out).all()
+
+
+def test_unknown_model_lists_known_ones():
+    with pytest.raises(ValueError, match="known models: cnn, mlp, rnn, simple_cnn"):
+        create_model("resnet9000")
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+def test_dataset_shapes(data_dir):
+    test = load_dataset("mnist", data_dir, train=False, download=False)
+    assert test.images.shape == (10000, 1, 28, 28) and test.images.dtype == torch.uint8
+    assert test.labels.bincount().tolist()[:2] == [980, 1135]
+    fashion = load_dataset("fashion", data_dir, train=False, download=False)
+    assert fashion.class_names[9] == "Ankle boot"
+
+
+def test_missing_data_names_folder_and_files(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        load_dataset("mnist", str(tmp_path), train=True, download=False)
+    msg = str(e.value)
+    assert str(tmp_path / "MNIST" / "raw") in msg and "train-images-idx3-ubyte" in msg
+
+
+def test_download_failure_is_explained(tmp_path, monkeypatch):
+    from torchvision import datasets
+
+    def offline(self):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: <urlopen error [Errno -3]>")
+    monkeypatch.setattr(datasets.MNIST, "download", offline)
+    with pytest.raises(RuntimeError, match="could not download MNIST into .*offline"):
+        load_dataset("mnist", str(tmp_path), train=True, download=True)
+
+
+def test_loader_shards_do_not_overlap():
+    x = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1)
+    y = torch.arange(100)
+    seen = []
+    for rank in range(2):
+        loader = TensorLoader(x, y, 10, shuffle=True, seed=3, rank=rank, world_size=2, drop_last=True)
+        loader.set_epoch(1)
+        seen.append(torch.cat([yb for _, yb in loader]))
+    assert len(seen[0]) == len(seen[1]) == 50
+    assert not set(seen[0].tolist()) & set(seen[1].tolist())
+
+
+@pytest.mark.parametrize("preset", ["digits", "fashion"])
+def test_augment_keeps_shape_and_range(mnist_test, preset):
+    x = mnist_test.images[:64].float() / 255
+    out = augment(x, AUGMENT_PRESETS[preset], torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert not torch.equal(out, x)
+    # The digit survives: most of the ink is still there.
+    assert 0.6 < out.sum() / x.sum() < 1.6
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+
+def test_metrics_against_hand_computed():
+    preds = torch.tensor([0, 0, 1, 1, 2, 2])
+    labels = torch.tensor([0, 1, 1, 1, 2, 0])
+    cm = confusion_matrix(preds, labels, 3)
+    assert cm.tolist() == [[1, 0, 1], [1, 2, 0], [0, 0, 1]]
+    s = summarize(cm, ["a", "b", "c"])
+    assert s["accuracy"] == pytest.approx(100 * 4 / 6, abs=1e-3)
+    assert s["per_class"]["b"] == {"precision": 1.0, "recall": pytest.approx(0.6667, abs=1e-4),
+                                   "f1": pytest.approx(0.8, abs=1e-4), "support": 3}
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+def _train(args, cwd=ROOT, timeout=240):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "engine.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_tiny_training_loss_falls(data_dir, tmp_path):
+    from engine.train import main
+    out = tmp_path / "m.pt"
+    main(["--model", "cnn", "--width", "8", "--epochs", "3", "--max-train-images", "1536",
+          "--max-test-images", "500", "--data-dir", data_dir, "--no-progress", "--out", str(out)])
+    ckpt = load_checkpoint(out)
+    losses = [h["train_loss"] for h in ckpt["history"]]
+    assert losses[-1] < losses[0] * 0.8, losses
+    assert ckpt["history"][-1]["test_acc"] > 40  # chance is 10 %
+    assert ckpt["epoch"] == 3 and ckpt["input_spec"]["class_names"] == [str(i) for i in range(10)]
+    assert set(ckpt["versions"]) >= {"torch", "torchvision", "python"}
+
+
+def test_dry_run(data_dir, tmp_path):
+    r = _train(["--dry-run", "--model", "mlp", "--data-dir", data_dir, "--no-progress", "--out", str(tmp_path / "d.pt")])
+    assert r.returncode == 0, r.stderr
+    assert "epoch 1:" in r.stdout and (tmp_path / "d.pt").exists()
+
+
+RESUME_ARGS = ["--model", "cnn", "--width", "8", "--epochs", "3", "--max-train-images", "4096",
+               "--max-test-images", "200", "--no-progress", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full") / "full.pt"
+    r = _train(RESUME_ARGS + ["--data-dir", data_dir, "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    return load_checkpoint(out)
+
+
+def _assert_same_run(a, b):
+    assert a["epoch"] == b["epoch"] and len(a["history"]) == len(b["history"])
+    for k, v in b["model"].items():
+        torch.testing.assert_close(a["model"][k], v, rtol=1e-4, atol=1e-5, msg=f"weights differ at {k}")
+
+
+def test_resume_continues_from_last_epoch(data_dir, tmp_path, uninterrupted):
+    """Stop after epoch 1 of 3, resume, and land where an uninterrupted run lands."""
+    out = tmp_path / "part.pt"
+    r = _train(RESUME_ARGS + ["--data-dir", data_dir, "--out", str(out), "--stop-after-epoch", "1"])
+    assert r.returncode == 0, r.stderr
+    assert load_checkpoint(out)["epoch"] == 1
+    r = _train(["--resume", str(out), "--no-progress"])
+    assert r.returncode == 0, r.stderr
+    assert "resuming from" in r.stdout and "epoch 2:" in r.stdout and "epoch 1:" not in r.stdout
+    _assert_same_run(load_checkpoint(out), uninterrupted)
+
+
+def test_kill_9_mid_run_then_resume_loses_nothing(data_dir, tmp_path, uninterrupted):
+    """SIGKILL a run once its first checkpoint is on disk: the file is whole, and resuming finishes the job."""
+    victim = tmp_path / "victim.pt"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "engine.train", *RESUME_ARGS, "--data-dir", data_dir,
+                             "--out", str(victim)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not victim.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.kill()  # SIGKILL: no cleanup handlers run
+    assert proc.wait(timeout=30) == -9, "the run finished before it could be killed"
+    killed_at = load_checkpoint(victim)["epoch"]  # loads: never half-written
+    assert 1 <= killed_at < 3
+    r = _train(["--resume", str(victim), "--no-progress"])
+    assert r.returncode == 0, r.stderr
+    _assert_same_run(load_checkpoint(victim), uninterrupted)
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['PWNED_MARKER']}",))
+
+
+def test_pickle_payload_is_refused_and_never_runs(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("PWNED_MARKER", str(marker))
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "digits-engine/1", "model": Payload()}, evil)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint(evil)
+    assert not marker.exists(), "the pickled payload ran"
+
+
+def test_truncated_checkpoint_gives_clear_error(tiny_checkpoint, tmp_path):
+    data = tiny_checkpoint.read_bytes()
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(bad)
+
+
+def test_foreign_and_missing_files(tmp_path):
+    foreign = tmp_path / "state_dict.pt"
+    torch.save(create_model("mlp").state_dict(), foreign)
+    with pytest.raises(CheckpointError, match="not a checkpoint written by engine.train"):
+        load_checkpoint(foreign)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_save_is_atomic(tiny_checkpoint, tmp_path):
+    """A save that fails midway leaves the previous checkpoint byte-identical and no stray temp file."""
+    target = tmp_path / "ckpt.pt"
+    target.write_bytes(tiny_checkpoint.read_bytes())
+    before = target.read_bytes()
+    with pytest.raises(pickle.PicklingError):
+        save_checkpoint(target, {"model": lambda: None})  # unpicklable: torch.save fails midway
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_evaluate_cli_writes_json(tiny_checkpoint, data_dir, tmp_path):
+    out = tmp_path / "m.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "engine.evaluate", "--checkpoint", str(tiny_checkpoint),
+                        "--data-dir", data_dir, "--json", str(out), "--plot-dir", str(tmp_path)],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(out.read_text())
+    assert 50 < m["accuracy"] <= 100 and m["num_images"] == 10000
+    assert sum(map(sum, m["confusion_matrix"])) == 10000 and len(m["per_class"]) == 10
+    assert "confusion matrix" in r.stdout
+    assert (tmp_path / "tiny_cnn_confusion.png").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------------------------------------------- shipped models
+
+@pytest.mark.parametrize("name, dataset, target", [("mnist_cnn", "mnist", 99.65), ("fashion_cnn", "fashion", 93.5)])
+def test_shipped_checkpoint_accuracy(name, dataset, target, data_dir):
+    from engine.evaluate import evaluate_checkpoint
+    path = CHECKPOINTS / f"{name}.pt"
+    assert path.stat().st_size < 5 * 1024 * 1024
+    result = evaluate_checkpoint(str(path), data_dir, download=False)
+    assert result["dataset"] == dataset and result["num_images"] == 10000
+    assert result["accuracy"] >= target, result["accuracy"]
+    recorded = json.loads((CHECKPOINTS / f"{name}.metrics.json").read_text())
+    assert recorded["accuracy"] == pytest.approx(result["accuracy"], abs=0.011)
