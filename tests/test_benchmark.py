@@ -1,0 +1,112 @@
+"""The benchmark end to end on CPU with tiny settings: files are well formed, every engine agrees with eager.
+
+Speed is reported by the benchmark, never asserted here: these tests check the measurement, not the machine.
+"""
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from export.benchmark import COLUMNS, ENGINE_NAMES, format_table, main, run_benchmark, time_calls
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_ENGINES = ["eager", "torchscript", "ort", "ort-int8"]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint, tmp_path_factory):
+    """A copy of the tiny checkpoint with all its exports beside it, made by the real exporter."""
+    ckpt = tmp_path_factory.mktemp("bench") / "tiny_cnn.pt"
+    shutil.copy(tiny_checkpoint, ckpt)
+    subprocess.run([sys.executable, "-m", "export", "--checkpoint", str(ckpt), "--max-test-images", "300",
+                    "--calibration-images", "200", "--speed-repeats", "0"], cwd=ROOT, check=True,
+                   capture_output=True)
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def result(exported):
+    return run_benchmark(exported, batch_sizes=(1, 32), engines=CPU_ENGINES, threads=1, quick=True)
+
+
+def test_rows_are_complete_and_sane(result):
+    rows, header = result["rows"], result["header"]
+    assert [(r["engine"], r["batch_size"]) for r in rows] == [(e, b) for b in (1, 32) for e in CPU_ENGINES]
+    for r in rows:
+        assert set(COLUMNS) <= set(r)
+        assert r["threads"] == 1 and r["device"] == "cpu"
+        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert r["img_per_s"] == pytest.approx(r["batch_size"] / (r["p50_ms"] / 1e3), rel=1e-3)
+        peak = header["peaks"]["cpu/int8" if r["precision"] == "int8" else "cpu/fp32"]["gflops"]
+        assert r["gflops"] == pytest.approx(header["mflops_per_image"] / 1e3 * r["img_per_s"], rel=1e-3)
+        assert r["peak_share"] == pytest.approx(r["gflops"] / peak, rel=1e-2)
+        assert r["calls"] >= 10
+    assert header["peak_gflops"] > 0 and header["peaks"]["cpu/int8"]["gflops"] > 0
+    assert header["versions"]["onnxruntime"] and header["machine"]["cpus"] >= 1
+
+
+def test_every_engine_matches_eager(result):
+    for r in result["rows"]:
+        if r["engine"] == "eager":
+            assert r["max_abs_diff"] == 0
+        elif r["precision"] == "fp32":  # same arithmetic, reordered (and BatchNorm folded): float noise only
+            assert r["max_abs_diff"] < 1e-3, r
+        else:  # int8 rounds activations and weights: small logit error, same predicted class almost always
+            assert r["max_abs_diff"] < 0.5, r
+            assert r["top1_agree"] >= (1.0 if r["batch_size"] == 1 else 0.9), r
+
+
+def test_cli_writes_wellformed_json_csv_png(exported, tmp_path, capsys):
+    out = {k: tmp_path / f"bench.{k}" for k in ("json", "csv", "png")}
+    main(["--checkpoint", str(exported), "--batch-sizes", "1,4", "--engines", "eager,ort", "--threads", "1",
+          "--quick", "--json", str(out["json"]), "--csv", str(out["csv"]), "--plot", str(out["png"])])
+    table = capsys.readouterr().out
+    assert "p50 ms" in table and "ort" in table
+
+    saved = json.loads(out["json"].read_text())
+    assert saved["header"]["batch_sizes"] == [1, 4] and len(saved["rows"]) == 4
+
+    lines = out["csv"].read_text().splitlines()
+    header_lines = [line for line in lines if line.startswith("# ")]
+    assert json.loads(header_lines[0].split(": ", 1)[1])  # every header field is a JSON value
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
+    assert list(rows[0])[:len(COLUMNS)] == COLUMNS
+    assert [float(r["p50_ms"]) for r in rows] == [r["p50_ms"] for r in saved["rows"]]
+
+    image = matplotlib.image.imread(out["png"])
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
+    assert np.ptp(image) > 0  # not a blank canvas
+
+
+def test_quick_drops_large_batches(exported):
+    r = run_benchmark(exported, batch_sizes=(1, 512), engines=["ort"], threads=1, quick=True)
+    assert r["header"]["batch_sizes"] == [1] and r["header"]["quick"]
+    assert "ort" in format_table(r)
+
+
+def test_unknown_engine_is_refused_with_the_known_names(exported):
+    with pytest.raises(ValueError, match="known: " + ", ".join(ENGINE_NAMES)):
+        run_benchmark(exported, batch_sizes=(1,), engines=["tensorflow"], quick=True)
+
+
+def test_missing_exports_say_how_to_make_them(tiny_checkpoint, tmp_path):
+    lonely = tmp_path / "lonely.pt"
+    shutil.copy(tiny_checkpoint, lonely)
+    with pytest.raises(RuntimeError, match="python -m export --checkpoint"):
+        run_benchmark(lonely, batch_sizes=(1,), quick=True)
+
+
+def test_time_calls_respects_min_calls_and_min_time():
+    calls = []
+    times = time_calls(lambda: calls.append(1), min_time_s=0.0, min_calls=7)
+    assert len(times) == len(calls) == 7 and all(t >= 0 for t in times)
+    start = time.perf_counter()
+    times = time_calls(lambda: None, min_time_s=0.02, min_calls=1)
+    assert time.perf_counter() - start >= 0.02 and len(times) > 1
