@@ -34,7 +34,9 @@ ARTIFACT_SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "int8": 
 TORCHSCRIPT_META = "export_meta.json"  # name of the metadata entry inside a TorchScript archive
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
-_PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+_PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+              # TensorRT builds an engine for each new input shape on its first call: slow once, warm-up absorbs it
+              "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
 class StaleExportError(RuntimeError):
