@@ -77,12 +77,21 @@ class Engine:
     prepare: Callable[[torch.Tensor], Step]
 
 
-ENGINE_NAMES = ["eager", "torchscript", "ort", "ort-int8",
-                "eager-cuda", "eager-cuda-bf16", "eager-cuda-fp16", "ort-cuda", "ort-cuda-fp16", "ort-tensorrt"]
-CUDA_ENGINES = {"eager-cuda", "eager-cuda-bf16", "eager-cuda-fp16", "ort-cuda", "ort-cuda-fp16", "ort-tensorrt"}
-ORT_PROVIDER_OF = {"ort": "CPUExecutionProvider", "ort-int8": "CPUExecutionProvider",
-                   "ort-cuda": "CUDAExecutionProvider", "ort-cuda-fp16": "CUDAExecutionProvider",
-                   "ort-tensorrt": "TensorrtExecutionProvider"}
+# name: (export it runs, ort_session provider or None for torch, device, precision)
+ENGINE_SPECS = {
+    "eager":           (None,          None,       "cpu",  "fp32"),
+    "torchscript":     ("torchscript", None,       "cpu",  "fp32"),
+    "ort":             ("onnx",        "cpu",      "cpu",  "fp32"),
+    "ort-int8":        ("int8",        "cpu",      "cpu",  "int8"),
+    "eager-cuda":      (None,          None,       "cuda", "fp32"),
+    "eager-cuda-bf16": (None,          None,       "cuda", "bf16"),
+    "eager-cuda-fp16": (None,          None,       "cuda", "fp16"),
+    "ort-cuda":        ("onnx",        "cuda",     "cuda", "fp32"),
+    "ort-cuda-fp16":   ("fp16",        "cuda",     "cuda", "fp16"),
+    "ort-tensorrt":    ("onnx",        "tensorrt", "cuda", "fp32"),
+}
+ENGINE_NAMES = list(ENGINE_SPECS)
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def available_engines() -> list[str]:
@@ -106,8 +115,8 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def torch_engine(name: str, module: torch.nn.Module, device: str, dtype: torch.dtype, provider: str) -> Engine:
-    """`module` already on `device` in `dtype`."""
+def torch_prepare(module: torch.nn.Module, device: str, dtype: torch.dtype) -> Callable[[torch.Tensor], Step]:
+    """For a module already on `device` in `dtype`."""
     def prepare(x: torch.Tensor) -> Step:
         x = x.to(device=device, dtype=dtype)
 
@@ -116,34 +125,26 @@ def torch_engine(name: str, module: torch.nn.Module, device: str, dtype: torch.d
             _sync(device)
             return y
         return step
-    return Engine(name, provider, device, {torch.float32: "fp32", torch.bfloat16: "bf16",
-                                          torch.float16: "fp16"}[dtype], prepare)
+    return prepare
 
 
 _NP_DTYPE = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
-def ort_engine(name: str, path: Path, threads: int) -> Engine:
-    from export.runtime import ort_session
-
-    want = ORT_PROVIDER_OF[name]
-    provider_arg = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda",
-                    "TensorrtExecutionProvider": "tensorrt"}[want]
-    sess = ort_session(path, provider=provider_arg, threads=threads)  # raises if `want` does not really run
+def ort_prepare(sess, device: str) -> Callable[[torch.Tensor], Step]:
     inp, out = sess.get_inputs()[0], sess.get_outputs()[0]
-    precision = "int8" if name == "ort-int8" else "fp16" if name == "ort-cuda-fp16" else "fp32"
-    if want == "CPUExecutionProvider":
+    in_dtype, out_dtype = _NP_DTYPE[inp.type], _NP_DTYPE[out.type]
+    if device == "cpu":
         def prepare(x: torch.Tensor) -> Step:
-            feed = {inp.name: x.numpy().astype(_NP_DTYPE[inp.type], copy=False)}
+            feed = {inp.name: x.numpy().astype(in_dtype, copy=False)}
             return lambda: sess.run([out.name], feed)[0]
-        return Engine(name, want, "cpu", precision, prepare)
+        return prepare
 
     def prepare_cuda(x: torch.Tensor) -> Step:
         # I/O binding to tensors that already live on the GPU: the timing holds the model, not copies.
-        in_dtype, out_dtype = _NP_DTYPE[inp.type], _NP_DTYPE[out.type]
         xd = x.to("cuda", dtype=torch.from_numpy(np.zeros(0, in_dtype)).dtype).contiguous()
-        n_out = out.shape[1] if isinstance(out.shape[1], int) else 10
-        yd = torch.empty((x.shape[0], n_out), device="cuda", dtype=torch.from_numpy(np.zeros(0, out_dtype)).dtype)
+        yd = torch.empty((x.shape[0], out.shape[1]), device="cuda",
+                         dtype=torch.from_numpy(np.zeros(0, out_dtype)).dtype)
         io = sess.io_binding()
         io.bind_input(inp.name, "cuda", 0, in_dtype, tuple(xd.shape), xd.data_ptr())
         io.bind_output(out.name, "cuda", 0, out_dtype, tuple(yd.shape), yd.data_ptr())
@@ -153,24 +154,22 @@ def ort_engine(name: str, path: Path, threads: int) -> Engine:
             torch.cuda.synchronize()
             return yd
         return step
-    return Engine(name, want, "cuda", precision, prepare_cuda)
+    return prepare_cuda
 
 
 def load_engine(name: str, checkpoint: str | os.PathLike, model: torch.nn.Module, threads: int) -> Engine:
-    from export.runtime import artifact_paths
+    from export.runtime import artifact_paths, ort_session
 
-    paths = artifact_paths(checkpoint)
-    if name == "eager":
-        return torch_engine(name, copy.deepcopy(model), "cpu", torch.float32, "torch")
-    if name.startswith("eager-cuda"):
-        dtype = {"eager-cuda": torch.float32, "eager-cuda-bf16": torch.bfloat16,
-                 "eager-cuda-fp16": torch.float16}[name]
-        return torch_engine(name, copy.deepcopy(model).to("cuda", dtype), "cuda", dtype, "torch")
-    if name == "torchscript":
-        return torch_engine(name, torch.jit.load(str(paths["torchscript"]), map_location="cpu"), "cpu",
-                            torch.float32, "torch.jit")
-    key = {"ort": "onnx", "ort-int8": "int8", "ort-cuda": "onnx", "ort-cuda-fp16": "fp16", "ort-tensorrt": "onnx"}
-    return ort_engine(name, paths[key[name]], threads)
+    kind, provider, device, precision = ENGINE_SPECS[name]
+    if kind is None:
+        module = copy.deepcopy(model).to(device, TORCH_DTYPES[precision])
+        return Engine(name, "torch", device, precision, torch_prepare(module, device, TORCH_DTYPES[precision]))
+    path = artifact_paths(checkpoint)[kind]
+    if kind == "torchscript":
+        module = torch.jit.load(str(path), map_location=device)
+        return Engine(name, "torch.jit", device, precision, torch_prepare(module, device, torch.float32))
+    sess = ort_session(path, provider=provider, threads=threads)  # raises if the provider does not really run
+    return Engine(name, sess.get_providers()[0], device, precision, ort_prepare(sess, device))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -222,7 +221,7 @@ def measure_peaks(precisions: set[tuple[str, str]], threads: int, min_time_s: fl
                 if device == "cpu" and precision == "int8":
                     step, lib = _peak_cpu_int8_step(n, threads, Path(tmp)), "onnxruntime MatMulInteger u8xs8"
                 else:
-                    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+                    dtype = TORCH_DTYPES[precision]
                     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
                     c = torch.empty(n, n, device=device, dtype=dtype)
 
@@ -398,11 +397,14 @@ def format_table(result: dict) -> str:
              f"machine: {m['cpu']} ({m['cpus']} CPUs, {' '.join(m['cpu_features'])})"
              + (f", GPU {m['gpu']}" if m["gpu"] else ""),
              f"peak: {peaks}",
+             "% peak: against the peak of the row's device and precision (int8 rows: the int8 peak)",
              f"load average before/after: {h['load_average_before_after']}", ""]
-    head = ["engine", "provider", "device", "prec", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s",
-            "% peak", "max|diff|", "top1"]
+    eager_p50 = {r["batch_size"]: r["p50_ms"] for r in result["rows"] if r["engine"] == "eager"}
+    head = ["engine", "provider", "device", "prec", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "x eager",
+            "GFLOP/s", "% peak", "max|diff|", "top1 agree"]
     body = [[r["engine"], r["provider"], r["device"], r["precision"], str(r["batch_size"]),
              f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['img_per_s']:,.0f}",
+             f"{eager_p50[r['batch_size']] / r['p50_ms']:.2f}" if r["batch_size"] in eager_p50 else "-",
              f"{r['gflops']:.1f}", f"{100 * r['peak_share']:.1f}", f"{r['max_abs_diff']:.2g}",
              f"{100 * r['top1_agree']:.1f}%"]
             for r in sorted(result["rows"], key=lambda r: (r["batch_size"], h["engines"].index(r["engine"])))]
