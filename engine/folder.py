@@ -13,9 +13,10 @@ Layouts (class names are the sub-folder names, sorted, exactly as ImageFolder as
     PATH/train/CLASS/*.png without test/ or val/       likewise, held out from train/
 
 The held-out split is stratified and deterministic: in every class HOLDOUT_FRACTION (20 %) of the images,
-at least one when the class has two or more, are chosen by a permutation seeded with HOLDOUT_SEED (0)
-over the class's files in sorted order. It depends only on the file names, so train and test never
-overlap, every run and every DDP rank sees the same split, and `engine.evaluate` re-creates it.
+at least one when the class has two or more, are held out: those whose sha256 of "HOLDOUT_SEED:CLASS/file"
+(seed 0) sorts first. It depends only on the file names (not on the folder's location, the machine or
+library versions), so train and test never overlap, every DDP rank sees the same split, `engine.evaluate`
+and the exporter re-create it later, and adding images moves few others across.
 
 Every image, whatever its size, mode or colour, goes through `engine.preprocess.preprocess`, the function
 the app applies to an upload (ink by polarity or alpha, crop, 20 px box, stroke weight, centre of mass),
@@ -24,6 +25,7 @@ blank) are skipped with one warning that names them; a class left with no usable
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from engine.data import Split
 from engine.preprocess import EmptyInputError, PreprocessError, preprocess
 
 HOLDOUT_FRACTION = 0.2   # share of each class held out as the test split when there is no test/ folder
-HOLDOUT_SEED = 0         # seeds the per-class choice of held-out images
+HOLDOUT_SEED = 0         # salts the hash that picks the held-out images
 TEST_DIRS = ("test", "val")
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 LAYOUT_HELP = ("--dataset folder:PATH needs one sub-folder of images per class (PATH/CLASS/*.png), or "
@@ -79,15 +81,19 @@ def _layout(root: Path) -> tuple[Path, Path | None]:
     return root, None
 
 
-def holdout_mask(targets: list[int], fraction: float = HOLDOUT_FRACTION, seed: int = HOLDOUT_SEED) -> np.ndarray:
-    """Boolean mask of held-out samples: `fraction` of each class (at least 1 of 2+), chosen reproducibly."""
-    targets = np.asarray(targets)
-    mask = np.zeros(len(targets), dtype=bool)
-    g = torch.Generator().manual_seed(seed)
+def holdout_mask(samples: list[tuple[str, int]], root: Path, fraction: float = HOLDOUT_FRACTION,
+                 seed: int = HOLDOUT_SEED) -> np.ndarray:
+    """Boolean mask over ImageFolder samples: the held-out `fraction` of each class (at least 1 of 2+)."""
+    def rank(i: int) -> str:
+        relative = Path(samples[i][0]).relative_to(root).as_posix()
+        return hashlib.sha256(f"{seed}:{relative}".encode()).hexdigest() + relative
+
+    targets = np.array([t for _, t in samples])
+    mask = np.zeros(len(samples), dtype=bool)
     for c in np.unique(targets):
         idx = np.flatnonzero(targets == c)
         n_test = min(max(round(fraction * len(idx)), 1), len(idx) - 1)
-        mask[idx[torch.randperm(len(idx), generator=g)[:n_test].numpy()]] = True
+        mask[sorted(idx, key=rank)[:n_test]] = True
     return mask
 
 
@@ -118,7 +124,7 @@ def load_folder_split(path: str | Path, train: bool = True) -> Split:
             f"{train_dir} has only one class folder ({ds.classes[0]!r}); a classifier needs at least two. "
             f"{LAYOUT_HELP}")
     if test_dir is None:
-        held_out = holdout_mask(ds.targets)
+        held_out = holdout_mask(ds.samples, train_dir)
         if not held_out.any():
             raise FolderDatasetError(f"too few images in {train_dir} to hold any out for testing: put at "
                                      f"least two images in each class folder, or add a test/ folder")
