@@ -1,0 +1,480 @@
+"""Draw or upload a digit (or a piece of clothing) and read it with PyTorch, TorchScript or ONNX Runtime.
+
+    python app.py                                   # http://127.0.0.1:7860, the shipped mnist and fashion models
+    python app.py --host 0.0.0.0 --port 8080        # reachable from other machines
+    python app.py --share                           # also a temporary public *.gradio.live link
+    python app.py --share --share-server frp.example.org:7000   # public link through your own share server
+    python app.py --auth alice:secret               # or DIGITS_APP_AUTH=alice:secret python app.py
+    python app.py --checkpoint runs/shapes_cnn.pt   # also serve your own model (repeatable)
+
+From Python, with the app running:
+
+    from gradio_client import Client, handle_file
+    client = Client("http://127.0.0.1:7860/")
+    label, preview, timing = client.predict(handle_file("examples/mnist_7.png"), "ONNX Runtime", "mnist",
+                                            api_name="/predict_upload")
+    print(label["label"], timing)                   # 7  ONNX Runtime: 0.21 ms (preprocessing 1.4 ms)
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from engine.checkpoint import CheckpointError
+from engine.models import InputSpec
+from engine.preprocess import PreprocessError, check_size, open_image, preprocess
+from export.benchmark import format_table, plot_results, run_benchmark
+from export.runtime import (MissingExportError, Runtime, StaleExportError, available_backends,
+                            check_exports, load_runtime)
+
+ROOT = Path(__file__).resolve().parent
+SHIPPED = {"mnist": "mnist_cnn.pt", "fashion": "fashion_cnn.pt"}  # model name -> file in checkpoints/
+DEFAULT_MODEL = "mnist"
+DEFAULT_BACKEND = "ONNX Runtime"
+AUTH_ENV = "DIGITS_APP_AUTH"
+CANVAS = (560, 560)      # sketchpad pixels: room to draw on a laptop; the page scales it down on a phone
+SKETCH_HEIGHT = "min(660px, 95vw)"  # the canvas at about full size on a laptop, no wasted space on a phone
+BRUSH_RADIUS = 16        # px on that canvas, i.e. a stroke about 1/17 of the canvas, like MNIST's ink
+PREVIEW_SCALE = 8        # the 28x28 model input is shown at 224x224, nearest-neighbour so pixels stay pixels
+EXAMPLES_DIR = ROOT / "examples"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Models: every checkpoint and its runtimes are loaded once at start-up and shared by all requests
+# (the runtimes are thread-safe).
+
+
+@dataclass
+class ServedModel:
+    name: str
+    checkpoint: Path
+    spec: InputSpec
+    runtimes: dict[str, Runtime]                            # backend name -> loaded runtime
+    problems: dict[str, str] = field(default_factory=dict)  # backend name -> why it cannot serve
+    offered: list[str] = field(default_factory=list)        # backends listed in the UI for this model
+
+    def runtime(self, backend: str) -> Runtime:
+        if backend in self.runtimes:
+            return self.runtimes[backend]
+        if backend in self.problems:
+            raise gr.Error(f"{backend} cannot serve the {self.name} model: {self.problems[backend]}")
+        raise gr.Error(f"unknown backend {backend!r} for the {self.name} model; choose one of: "
+                       f"{', '.join(self.runtimes)}")
+
+
+MODELS: dict[str, ServedModel] = {}
+
+
+def load_served_model(name: str, checkpoint: Path, only_fresh: bool) -> ServedModel:
+    """Load every backend of one checkpoint; a missing or stale export is recorded, never served.
+
+    only_fresh: list only the backends that loaded (user checkpoints); otherwise list them all, so that
+    choosing a broken one says how to rebuild it.
+    """
+    for problem in check_exports(checkpoint):
+        print(f"warning: {name}: {problem}", file=sys.stderr)
+    runtimes, problems = {}, {}
+    for backend in available_backends():
+        try:
+            runtimes[backend] = load_runtime(checkpoint, backend)
+        except (MissingExportError, StaleExportError) as e:
+            problems[backend] = str(e)
+    if not runtimes:
+        raise CheckpointError(f"no backend can serve {checkpoint}: " + "; ".join(problems.values()))
+    spec = next(iter(runtimes.values())).spec
+    offered = list(runtimes) if only_fresh else available_backends()
+    return ServedModel(name, Path(checkpoint), spec, runtimes, problems, offered)
+
+
+def load_models(shipped_dir: Path = ROOT / "checkpoints", extra: list[Path] = ()) -> dict[str, ServedModel]:
+    """Fill MODELS with the shipped models found in shipped_dir and each extra checkpoint (named by stem)."""
+    MODELS.clear()
+    for name, filename in SHIPPED.items():
+        path = Path(shipped_dir) / filename
+        if path.is_file():
+            MODELS[name] = load_served_model(name, path, only_fresh=False)
+        else:
+            print(f"warning: the shipped {name} model {path} is missing; train it with `python -m "
+                  f"engine.train --dataset {name} --out {path}`, then `python -m export --checkpoint {path}`",
+                  file=sys.stderr)
+    for path in map(Path, extra):
+        name = path.stem
+        if name in MODELS:
+            raise CheckpointError(f"a model named {name!r} is already served; rename {path} (the model "
+                                  f"name is the file's stem)")
+        MODELS[name] = load_served_model(name, path, only_fresh=True)
+    if not MODELS:
+        raise CheckpointError(f"no model to serve: neither {', '.join(SHIPPED.values())} in {shipped_dir} "
+                              f"nor --checkpoint given")
+    return MODELS
+
+
+# ----------------------------------------------------------------------------------------------------
+# Prediction: plain functions, the same for the page, gradio_client and the tests.
+
+
+def _served(model: str) -> ServedModel:
+    if model not in MODELS:
+        raise gr.Error(f"unknown model {model!r}; choose one of: {', '.join(MODELS)}")
+    return MODELS[model]
+
+
+def predict(image, backend: str = DEFAULT_BACKEND, model: str = DEFAULT_MODEL):
+    """Any image (sketchpad value, path, PIL, numpy) -> ({class: prob}, preview, timing text)."""
+    served = _served(model)
+    runtime = served.runtime(backend)
+    t0 = time.perf_counter()
+    try:
+        x, seen = preprocess(image, runtime.spec)  # x: (1, 1, 28, 28) normalised; seen: uint8 (28, 28)
+    except PreprocessError as e:
+        raise gr.Error(str(e)) from None
+    t1 = time.perf_counter()
+    probs = runtime.predict_proba(x)[0]            # (C,)
+    t2 = time.perf_counter()
+    confidences = {name: float(p) for name, p in zip(served.spec.class_names, probs)}
+    preview = np.kron(seen, np.ones((PREVIEW_SCALE, PREVIEW_SCALE), np.uint8))
+    timing = f"{backend}: {(t2 - t1) * 1e3:.2f} ms (preprocessing {(t1 - t0) * 1e3:.1f} ms)"
+    return confidences, preview, timing
+
+
+def predict_sketch(sketch, backend: str = DEFAULT_BACKEND, model: str = DEFAULT_MODEL):
+    """Read a drawing: the sketchpad value {"background", "layers", "composite"}."""
+    return predict(sketch, backend, model)
+
+
+def predict_upload(image, backend: str = DEFAULT_BACKEND, model: str = DEFAULT_MODEL):
+    """Read an uploaded, pasted or webcam image (a file path)."""
+    return predict(image, backend, model)
+
+
+def _live(fn):
+    """For the page's own live events: an empty input clears the outputs instead of raising."""
+    def live(image, backend, model):
+        if _is_empty(image):
+            return None, None, "draw a digit (or upload an image) to see the prediction"
+        return fn(image, backend, model)
+    return live
+
+
+def _is_empty(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, dict):  # sketchpad: no layer holds any ink and there is no background image
+        layers = [a for a in value.get("layers") or [] if a is not None]
+        return not any(np.asarray(a)[..., 3].any() for a in layers if np.asarray(a).ndim == 3
+                       and np.asarray(a).shape[2] == 4) and value.get("background") is None
+    return False
+
+
+# ----------------------------------------------------------------------------------------------------
+# Input components that refuse bad files with a message instead of Gradio's generic "Error"
+
+
+def _sources(payload, blob_storage: dict) -> list:
+    """Every image file (path or bytes) inside an Image or ImageEditor payload."""
+    if payload is None:
+        return []
+    if getattr(payload, "path", None):
+        return [payload.path]
+    if getattr(payload, "id", None) and payload.id in blob_storage:  # sketch sent as blobs by the page
+        cached = blob_storage[payload.id]
+        return [b for b in (cached.background, *cached.layers, cached.composite) if b is not None]
+    files = (getattr(payload, "background", None), *(getattr(payload, "layers", None) or []),
+             getattr(payload, "composite", None))
+    return [f.path for f in files if f is not None and getattr(f, "path", None)]
+
+
+class _ClearFileErrors:
+    """Refuse a file that is not an image, is damaged, or is gigantic before Gradio decodes it, with the
+    engine's own message (which says what to do)."""
+
+    def preprocess(self, payload):
+        sources = _sources(payload, getattr(self, "blob_storage", {}))
+        try:
+            for source in sources:  # header only: the pixel count is known before anything is decoded
+                with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+                    check_size(img)
+            return super().preprocess(payload)
+        except PreprocessError as e:
+            raise gr.Error(str(e)) from None
+        except Exception as e:
+            for source in sources:  # let the engine explain which file is broken and how
+                try:
+                    open_image(source)
+                except PreprocessError as explained:
+                    raise gr.Error(str(explained)) from None
+            raise gr.Error(f"could not read that image ({e}); upload a PNG, JPEG, GIF, BMP or WebP") from None
+
+
+class SketchInput(_ClearFileErrors, gr.Sketchpad):
+    def get_block_name(self) -> str:  # render with the same front-end component as gr.Sketchpad
+        return "imageeditor"
+
+    get_block_class = get_block_name
+
+
+class UploadInput(_ClearFileErrors, gr.Image):
+    def get_block_name(self) -> str:
+        return "image"
+
+    get_block_class = get_block_name
+
+
+# ----------------------------------------------------------------------------------------------------
+# The page
+
+# Gradio 6 shows the sketchpad with no tool selected (on load and again after "clear"), so a first stroke
+# would do nothing: whenever the empty canvas asks for a tool, select the brush.
+SELECT_BRUSH_JS = """
+() => {
+  const ensureBrush = () => {
+    const pad = document.querySelector('#sketch');
+    const brush = pad && pad.querySelector('button[aria-label="Brush"]');
+    if (brush && !brush.classList.contains('highlight') && pad.querySelector('.empty.wrap')) brush.click();
+  };
+  new MutationObserver(ensureBrush).observe(document.body, {childList: true, subtree: true});
+  ensureBrush();
+}
+"""
+
+HOW_IT_WORKS = """
+### How it works
+1. **Train** a small CNN in PyTorch on MNIST (or Fashion-MNIST); the checkpoint carries the model's
+   input spec: size, mean/std and class names.
+2. **Export** it once to TorchScript and ONNX (plus an int8-quantised ONNX), each verified against PyTorch.
+3. **Serve** it here: every backend is loaded once at start-up and receives exactly the same input.
+
+Whatever you draw or upload goes through **one preprocessing function** (shared by every backend, the
+benchmark and the tests) that makes it look like MNIST: ink from the sketch's alpha channel (or from the
+image, dark-on-light or light-on-dark, decided automatically), cropped to the ink, scaled so its longest
+side is 20 px keeping the aspect ratio, stroke weight brought near MNIST's, centred by centre of mass in
+28x28, then normalised with the model's own mean and std. The preview shows exactly what the model saw.
+The time shown is the model call alone on the chosen backend, with preprocessing timed separately.
+"""
+
+
+def _backend_choices(model: str, backend: str):
+    served = _served(model)
+    value = backend if backend in served.offered else (
+        DEFAULT_BACKEND if DEFAULT_BACKEND in served.offered else served.offered[0])
+    return gr.Dropdown(choices=served.offered, value=value)
+
+
+def _repredict(source: str, sketch, image, backend: str, model: str):
+    """Backend or model changed: read the current input again."""
+    return _live(predict)(sketch if source == "sketch" else image, backend, model)
+
+
+def _on_model_change(model, backend, source, sketch, image):
+    update = _backend_choices(model, backend)
+    return update, *_repredict(source, sketch, image, update.value, model)
+
+
+def run_benchmark_tab(model: str, progress=gr.Progress()):
+    """The benchmark issue's quick run on this machine, for the chosen model: table and plot."""
+    try:
+        result = run_benchmark(_served(model).checkpoint, quick=True, progress=progress)
+    except (MissingExportError, StaleExportError, FileNotFoundError, ValueError) as e:
+        raise gr.Error(f"cannot benchmark {model}: {e}") from None
+    plot = Path(tempfile.mkdtemp(prefix="benchmark_")) / "benchmark.png"
+    plot_results(result, plot)
+    return f"```\n{format_table(result)}\n```", str(plot)
+
+
+def build_demo() -> gr.Blocks:
+    names = list(MODELS)
+    model0 = DEFAULT_MODEL if DEFAULT_MODEL in MODELS else names[0]
+    offered0 = MODELS[model0].offered
+    backend0 = DEFAULT_BACKEND if DEFAULT_BACKEND in offered0 else offered0[0]
+    examples = [[str(p), "fashion" if p.name.startswith("fashion") else "mnist"]
+                for p in sorted(EXAMPLES_DIR.glob("*.png"))]
+    examples = [e for e in examples if e[1] in MODELS]
+
+    with gr.Blocks(title="Digits: train in PyTorch, ship on ONNX Runtime") as demo:
+        gr.Markdown("# Digits\nDraw a digit (or upload an image): the prediction updates as you draw.")
+        source = gr.State("sketch")  # which input the user is looking at, re-read when the backend changes
+        model = gr.Dropdown(names, value=model0, label="Model", render=False)
+        backend = gr.Dropdown(offered0, value=backend0, label="Backend", render=False)
+        with gr.Tab("Predict"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    with gr.Tabs():
+                        with gr.Tab("Draw") as draw_tab:
+                            sketch = SketchInput(
+                                elem_id="sketch", label="Draw here", type="numpy", image_mode="RGBA", height=SKETCH_HEIGHT,
+                                canvas_size=CANVAS, fixed_canvas=True, layers=False, transforms=(),
+                                brush=gr.Brush(default_size=BRUSH_RADIUS, colors=["#000000"],
+                                               color_mode="fixed"),
+                                eraser=gr.Eraser(default_size=BRUSH_RADIUS))
+                        with gr.Tab("Upload") as upload_tab:
+                            upload = UploadInput(
+                                elem_id="upload", label="Image file (or paste, or webcam)", type="filepath",
+                                image_mode=None, sources=["upload", "clipboard", "webcam"])
+                            if examples:
+                                gr.Examples(examples, inputs=[upload, model], label="Real test images",
+                                            cache_examples=False, examples_per_page=20)
+                    with gr.Row():
+                        model.render()
+                        backend.render()
+                with gr.Column(scale=2):
+                    label = gr.Label(num_top_classes=3, label="Top 3", elem_id="label")
+                    preview = gr.Image(label="What the model saw (28x28)", type="numpy", format="png",
+                                       interactive=False, height=240, elem_id="preview")
+                    timing = gr.Textbox(label="Inference time", interactive=False, elem_id="timing")
+            gr.Markdown(HOW_IT_WORKS)
+        with gr.Tab("Benchmark"):
+            gr.Markdown("Times every backend on this machine on the same real test images, for the model "
+                        "chosen on the Predict tab (quick run: batch sizes up to 64, a few seconds; it "
+                        "shares the CPU with the app, so one run at a time).")
+            bench_button = gr.Button("Run quick benchmark")
+            bench_table = gr.Markdown()
+            bench_plot = gr.Image(label="Throughput and latency", type="filepath", interactive=False)
+
+        outputs = [label, preview, timing]
+        # Live: each stroke sends the canvas; "always_last" drops the stale ones while a prediction runs.
+        sketch.change(_live(predict_sketch), [sketch, backend, model], outputs, api_visibility="private",
+                      trigger_mode="always_last", show_progress="hidden", concurrency_id="predict")
+        upload.change(_live(predict_upload), [upload, backend, model], outputs, api_visibility="private",
+                      trigger_mode="always_last", show_progress="hidden", concurrency_id="predict")
+        # The API: strict versions of the same two functions (an empty input is an error for a client).
+        api_only = gr.Button(visible=False)
+        api_only.click(predict_sketch, [sketch, backend, model], outputs, api_name="predict_sketch",
+                       concurrency_id="predict")
+        api_only.click(predict_upload, [upload, backend, model], outputs, api_name="predict_upload",
+                       concurrency_id="predict")
+        draw_tab.select(lambda: "sketch", None, source, queue=False, api_visibility="private")
+        upload_tab.select(lambda: "upload", None, source, queue=False, api_visibility="private")
+        backend.input(_repredict, [source, sketch, upload, backend, model], outputs,
+                      api_visibility="private", trigger_mode="always_last", show_progress="hidden",
+                      concurrency_id="predict")
+        model.change(_on_model_change, [model, backend, source, sketch, upload], [backend, *outputs],
+                     api_visibility="private", trigger_mode="always_last", show_progress="hidden",
+                     concurrency_id="predict")
+        demo.load(None, js=SELECT_BRUSH_JS)
+        bench_button.click(run_benchmark_tab, [model], [bench_table, bench_plot],
+                           api_visibility="private", concurrency_limit=1, concurrency_id="benchmark")
+    return demo
+
+
+# ----------------------------------------------------------------------------------------------------
+# Launch
+
+
+def _reason(e: BaseException) -> str:
+    """The whole chain of causes in one line: 'could not get share link (Name or service not known)'."""
+    parts = []
+    while e is not None:
+        parts.append(f"{e}".strip() or type(e).__name__)
+        e = e.__cause__ or e.__context__
+    return ": ".join(dict.fromkeys(parts))
+
+
+def open_share_link(demo: gr.Blocks, share_server: str | None = None) -> str | None:
+    """Open a public link for a launched demo, as launch(share=True) does, but say why when it cannot."""
+    from gradio import networking, tunneling
+
+    where = f"share server {share_server}" if share_server else "gradio.live"
+    try:
+        url = networking.setup_tunnel(local_host=demo.server_name, local_port=demo.server_port,
+                                      share_token=demo.share_token, share_server_address=share_server,
+                                      share_server_tls_certificate=None)
+    except Exception as e:  # no network, no tunnel client, server refused: all mean "no public link"
+        why = _reason(e)
+        if not Path(tunneling.BINARY_PATH).exists():
+            why += (f"; Gradio's tunnel client is not installed at {tunneling.BINARY_PATH} (it is downloaded "
+                    f"from {tunneling.BINARY_URL} on first use, which needs internet access)")
+        print(f"warning: no public link could be made through {where}: {why}. The app keeps serving "
+              f"locally at {demo.local_url}", file=sys.stderr, flush=True)
+        return None
+    if share_server:  # a self-hosted frp server speaks plain http unless it was set up with TLS
+        url = "http" + url[url.index(":"):]
+    demo.share_url = url
+    print(f"* Running on public URL: {url}", flush=True)
+    return url
+
+
+def _auth(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise argparse.ArgumentTypeError(f"auth must look like USER:PASS, got {value!r}")
+    return user, password
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="interface to listen on; 0.0.0.0 for every interface (default: $GRADIO_SERVER_NAME "
+                        "or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                   help="port to listen on (default: $GRADIO_SERVER_PORT or 7860)")
+    p.add_argument("--share", action="store_true",
+                   help="also open a temporary public link through Gradio's share tunnel (default: off)")
+    p.add_argument("--share-server", type=_host_port, metavar="HOST:PORT",
+                   help="with --share, use this self-hosted frp share server instead of gradio.live "
+                        "(default: gradio.live)")
+    p.add_argument("--auth", type=_auth, default=os.environ.get(AUTH_ENV), metavar="USER:PASS",
+                   help=f"require this login for the page and the API (default: ${AUTH_ENV}, else none)")
+    p.add_argument("--max-file-size", default="10mb",
+                   help="largest upload accepted, e.g. 5mb or 500kb (default: 10mb)")
+    p.add_argument("--checkpoint", action="append", type=Path, default=[], metavar="PATH",
+                   help="also serve this checkpoint, named by its file stem; repeatable (default: none)")
+    p.add_argument("--checkpoints-dir", type=Path, default=ROOT / "checkpoints",
+                   help="folder holding the shipped mnist_cnn.pt and fashion_cnn.pt and their exports "
+                        "(default: checkpoints/ beside app.py)")
+    p.add_argument("--concurrency", type=int, default=max(2, os.cpu_count() or 1),
+                   help="predictions computed at the same time; more requests wait in the queue "
+                        "(default: the number of CPU cores, at least 2)")
+    p.add_argument("--queue-size", type=int, default=256,
+                   help="requests that may wait in the queue before new ones are refused (default: 256)")
+    args = p.parse_args(argv)
+    if isinstance(args.auth, str):  # came from the environment, not yet parsed
+        args.auth = _auth(args.auth)
+    if args.share_server and not args.share:
+        p.error("--share-server only makes sense with --share")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    try:
+        models = load_models(args.checkpoints_dir, args.checkpoint)
+    except CheckpointError as e:
+        sys.exit(f"error: {e}")
+    for m in models.values():
+        print(f"model {m.name}: {m.checkpoint} ({len(m.spec.class_names)} classes), backends: "
+              f"{', '.join(m.runtimes)}" + (f"; unavailable: {', '.join(m.problems)}" if m.problems else ""))
+    demo = build_demo()
+    # Predictions share one pool of `concurrency` workers (the runtimes are thread-safe); the benchmark
+    # has its own pool of one so it never runs twice at once.
+    demo.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)
+    demo.launch(server_name=args.host, server_port=args.port, auth=args.auth, share=False,
+                max_file_size=args.max_file_size, allowed_paths=[str(EXAMPLES_DIR)],
+                prevent_thread_lock=True, show_error=False, quiet=True)
+    print(f"* Running on local URL:  {demo.local_url}", flush=True)
+    if args.share:
+        open_share_link(demo, args.share_server)
+    demo.block_thread()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Measure the app's preprocessing the way users hit it: real MNIST test digits re-rendered as big thin-brush
+sketches, dark-on-light JPEG photos and light-on-dark images, sent through the live API with gradio_client.
+
+    python app.py &                                            # the app under test
+    python scripts/eval_drawings.py --n 1000                   # 1000 digits per kind, ONNX Runtime
+    python scripts/eval_drawings.py --n 200 --backend PyTorch --url http://127.0.0.1:7860/ --json out.json
+
+Digits are drawn at random (seeded) from the MNIST test split; each kind uses its own random placement, size
+and brush (engine.render). Sketches go to /predict_sketch as the sketchpad sends them (background, layers,
+composite PNGs); photos go to /predict_upload as files (JPEGs keep their original compression).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from engine.data import default_data_dir, load_dataset
+from engine.render import KINDS, render
+
+
+def write_request(digit_u8: np.ndarray, kind: str, rng: np.random.Generator, folder: Path, stem: str):
+    """Render one digit and write it as the files the API takes; -> (api_name, first argument)."""
+    from gradio_client import handle_file
+
+    value = render(digit_u8, kind, rng)
+    if kind == "sketch":
+        files = {}
+        for key, array in (("background", value["background"]), ("composite", value["composite"]),
+                           *((f"layer{i}", a) for i, a in enumerate(value["layers"]))):
+            path = folder / f"{stem}_{key}.png"
+            Image.fromarray(array).save(path)
+            files[key] = handle_file(str(path))
+        layers = [files[k] for k in sorted(files) if k.startswith("layer")]
+        return "/predict_sketch", {"background": files["background"], "layers": layers,
+                                   "composite": files["composite"]}
+    if value.format == "JPEG":
+        path = folder / f"{stem}.jpg"
+        value.save(path, "JPEG", quality="keep")  # the original quantisation tables: no second generation loss
+    else:
+        path = folder / f"{stem}.png"
+        value.save(path)
+    return "/predict_upload", handle_file(str(path))
+
+
+def make_requests(split, kinds, n: int, seed: int, folder: Path) -> list[tuple[str, int, str, object]]:
+    """n digits per kind -> [(kind, true label, api_name, argument)], deterministic for a seed."""
+    requests = []
+    for k, kind in enumerate(kinds):
+        rng = np.random.default_rng([seed, k])
+        for j, i in enumerate(rng.choice(len(split), size=n, replace=False)):
+            api_name, arg = write_request(split.images[i, 0].numpy(), kind, rng, folder, f"{kind}_{j}")
+            requests.append((kind, int(split.labels[i]), api_name, arg))
+    return requests
+
+
+def run_requests(client, requests, backend: str, model: str = "mnist", workers: int = 4) -> list[str]:
+    """The predicted label of every request, sent by `workers` concurrent callers."""
+    def one(request):
+        _, _, api_name, arg = request
+        label, _, _ = client.predict(arg, backend, model, api_name=api_name)
+        return str(label["label"])
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, requests))
+
+
+def summarise(requests, predicted: list[str]) -> dict:
+    per_kind = {}
+    for kind in dict.fromkeys(r[0] for r in requests):
+        pairs = [(str(r[1]), p) for r, p in zip(requests, predicted) if r[0] == kind]
+        right = sum(t == p for t, p in pairs)
+        per_kind[kind] = {"n": len(pairs), "correct": right, "accuracy": right / len(pairs)}
+    right = sum(v["correct"] for v in per_kind.values())
+    return {"per_kind": per_kind, "overall": {"n": len(predicted), "correct": right,
+                                              "accuracy": right / len(predicted)}}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--url", default="http://127.0.0.1:7860/", help="the running app (default: http://127.0.0.1:7860/)")
+    p.add_argument("--n", type=int, default=100, help="digits per kind (default: 100; the README figures use 1000)")
+    p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, help=f"default: {' '.join(KINDS)}")
+    p.add_argument("--backend", default="ONNX Runtime", help="backend to ask for (default: ONNX Runtime)")
+    p.add_argument("--model", default="mnist", help="model to ask for (default: mnist)")
+    p.add_argument("--seed", type=int, default=0, help="digit choice and rendering seed (default: 0)")
+    p.add_argument("--workers", type=int, default=4, help="concurrent API callers (default: 4)")
+    p.add_argument("--auth", default=os.environ.get("DIGITS_APP_AUTH"),
+                   help="USER:PASS if the app asks for a login (default: $DIGITS_APP_AUTH, else none)")
+    p.add_argument("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw (default: $DIGITS_DATA_DIR or data)")
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file (default: none)")
+    args = p.parse_args(argv)
+
+    from gradio_client import Client
+
+    split = load_dataset("mnist", args.data_dir, train=False, download=False)
+    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    client = Client(args.url, auth=auth, verbose=False)
+    with tempfile.TemporaryDirectory(prefix="eval_drawings_") as tmp:
+        t0 = time.perf_counter()
+        requests = make_requests(split, args.kinds, args.n, args.seed, Path(tmp))
+        t1 = time.perf_counter()
+        predicted = run_requests(client, requests, args.backend, args.model, args.workers)
+        t2 = time.perf_counter()
+    result = {"url": args.url, "backend": args.backend, "model": args.model, "seed": args.seed,
+              **summarise(requests, predicted),
+              "render_s": round(t1 - t0, 1), "api_s": round(t2 - t1, 1),
+              "requests_per_s": round(len(requests) / (t2 - t1), 1)}
+    for kind, v in result["per_kind"].items():
+        print(f"{kind:9s} {v['correct']:5d}/{v['n']:<5d} {100 * v['accuracy']:6.2f} %")
+    o = result["overall"]
+    print(f"{'overall':9s} {o['correct']:5d}/{o['n']:<5d} {100 * o['accuracy']:6.2f} %   ({args.backend}, "
+          f"{len(requests)} API calls in {t2 - t1:.0f} s, {result['requests_per_s']} calls/s)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

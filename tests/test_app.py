@@ -1,0 +1,222 @@
+"""The app: its functions called directly, and the real server (`python app.py` on a free loopback port)
+called through gradio_client: real MNIST test digits as sketches and uploads on every backend, clear
+messages for bad input, auth, a share link that cannot be made, and user checkpoints.
+
+The server serves the shipped checkpoints/ (set APP_TEST_CHECKPOINTS_DIR to serve another folder).
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import time
+import types
+from pathlib import Path
+
+import gradio as gr
+import httpx
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app
+from engine.render import KINDS
+from export.runtime import available_backends
+from scripts.eval_drawings import make_requests, run_requests, summarise
+from tests._server import AppServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINTS = Path(os.environ.get("APP_TEST_CHECKPOINTS_DIR", ROOT / "checkpoints"))
+BACKENDS = available_backends()
+N_PER_KIND = 20  # digits per kind and backend; the 1000-per-kind figure comes from scripts/eval_drawings.py
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Path:
+    if not (CHECKPOINTS / "mnist_cnn.pt").is_file():
+        pytest.fail(f"{CHECKPOINTS / 'mnist_cnn.pt'} is missing: the app serves the shipped checkpoints")
+    return CHECKPOINTS
+
+
+@pytest.fixture(scope="module")
+def server(shipped):
+    with AppServer(["--checkpoints-dir", str(shipped)]) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server) -> Client:
+    return Client(server.url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def drawings(mnist_test, tmp_path_factory):
+    """N_PER_KIND real test digits per kind, rendered once as the files the API takes."""
+    return make_requests(mnist_test, KINDS, N_PER_KIND, seed=1, folder=tmp_path_factory.mktemp("drawings"))
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Through the live server
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_real_digits_are_read_right_on_every_backend(client, drawings, backend):
+    # sent by 4 concurrent callers, so answers must also not get mixed up between users
+    result = summarise(drawings, run_requests(client, drawings, backend, workers=4))
+    for kind, v in result["per_kind"].items():
+        assert v["correct"] >= 0.9 * N_PER_KIND, f"{backend}, {kind}: {v}"
+    assert result["overall"]["accuracy"] >= 0.95, f"{backend}: {result}"
+
+
+def test_api_outputs_label_preview_and_timing(client):
+    label, preview, timing = client.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_7.png")),
+                                            api_name="/predict_upload")  # defaults: ONNX Runtime, mnist
+    assert label["label"] == "7"
+    assert len(label["confidences"]) == 3 and label["confidences"][0]["confidence"] > 0.5
+    assert Image.open(preview).size == (28 * app.PREVIEW_SCALE, 28 * app.PREVIEW_SCALE)
+    assert timing.startswith("ONNX Runtime: ") and " ms (preprocessing " in timing
+
+
+def test_examples_gallery_is_read_right(client):
+    for path in sorted(app.EXAMPLES_DIR.glob("mnist_*.png")):
+        label, _, _ = client.predict(handle_file(str(path)), "ONNX Runtime", "mnist", api_name="/predict_upload")
+        assert label["label"] == path.stem.split("_")[1], path.name
+
+
+def test_bad_input_gets_a_clear_message_and_the_server_keeps_serving(client, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("L", (64, 64), 255).save(blank)
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(png_bytes(Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300), np.uint8)))[:3000])
+    huge = tmp_path / "huge.png"  # 10000 x 9000 = 90 megapixels in a file of a few kB (a decompression bomb)
+    Image.new("1", (10000, 9000)).save(huge)
+    cases = [
+        ("/predict_sketch", {"background": None, "layers": [], "composite": None}, "draw something first"),
+        ("/predict_upload", handle_file(str(blank)), "draw something first"),
+        ("/predict_upload", handle_file(str(text)), "not an image"),
+        ("/predict_upload", handle_file(str(truncated)), "damaged or truncated"),
+        ("/predict_upload", handle_file(str(huge)), "megapixels"),
+    ]
+    for api_name, arg, message in cases:
+        with pytest.raises(AppError, match=message):
+            client.predict(arg, "ONNX Runtime", "mnist", api_name=api_name)
+    label, _, _ = client.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_3.png")), api_name="/predict_upload")
+    assert label["label"] == "3"
+
+
+def test_unknown_model_or_backend_is_refused(client):
+    image = handle_file(str(app.EXAMPLES_DIR / "mnist_3.png"))
+    with pytest.raises(AppError, match="nope"):
+        client.predict(image, "ONNX Runtime", "nope", api_name="/predict_upload")
+    with pytest.raises(AppError, match="Tensorflow"):
+        client.predict(image, "Tensorflow", "mnist", api_name="/predict_upload")
+
+
+def test_auth_protects_page_and_api(shipped):
+    with AppServer(["--checkpoints-dir", str(shipped)], env={app.AUTH_ENV: "alice:s3cret"}) as s:
+        assert httpx.get(s.url + "config").status_code == 401
+        assert httpx.post(s.url + "gradio_api/call/predict_upload", json={"data": []}).status_code == 401
+        with pytest.raises(Exception):
+            Client(s.url, verbose=False)
+        with pytest.raises(Exception):
+            Client(s.url, auth=("alice", "wrong"), verbose=False)
+        authed = Client(s.url, auth=("alice", "s3cret"), verbose=False)
+        label, _, _ = authed.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_1.png")), api_name="/predict_upload")
+        assert label["label"] == "1"
+
+
+def test_share_without_a_route_says_so_and_keeps_serving(shipped):
+    closed = free_port()  # nothing listens there: the tunnel cannot be made, whatever the network
+    with AppServer(["--checkpoints-dir", str(shipped), "--share", "--share-server", f"127.0.0.1:{closed}"]) as s:
+        client = Client(s.url, verbose=False)  # serving locally while the tunnel is attempted or failed
+        label, _, _ = client.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_4.png")), api_name="/predict_upload")
+        assert label["label"] == "4"
+        for _ in range(120):
+            if "no public link" in s.output():
+                break
+            time.sleep(0.5)
+        out = s.output()
+        assert f"no public link could be made through share server 127.0.0.1:{closed}" in out, out
+        assert f"keeps serving locally at {s.url}" in out, out
+        assert "Traceback" not in out, out
+
+
+# ----------------------------------------------------------------------------------------------------
+# The functions, called directly
+
+
+def test_share_link_is_reported_when_the_tunnel_works(monkeypatch, capsys):
+    calls = []
+
+    def fake_tunnel(**kw):  # the network boundary: gradio's frp tunnel
+        calls.append(kw)
+        return "https://abc123.example.org"
+
+    monkeypatch.setattr(gr.networking, "setup_tunnel", fake_tunnel)
+    demo = types.SimpleNamespace(server_name="127.0.0.1", server_port=7860, share_token="t",
+                                 local_url="http://127.0.0.1:7860/", share_url=None)
+    assert app.open_share_link(demo) == "https://abc123.example.org"
+    assert calls[0]["share_server_address"] is None and calls[0]["local_port"] == 7860
+    assert app.open_share_link(demo, "frp.example.org:7000") == "http://abc123.example.org"
+    assert calls[1]["share_server_address"] == "frp.example.org:7000"
+    assert demo.share_url == "http://abc123.example.org"
+    assert "Running on public URL: http://abc123.example.org" in capsys.readouterr().out
+
+
+def test_cli_flags_have_help_with_defaults(capsys):
+    with pytest.raises(SystemExit):
+        app.parse_args(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--host", "--port", "--share", "--share-server", "--auth", "--max-file-size", "--checkpoint",
+                 "--checkpoints-dir", "--concurrency", "--queue-size"):
+        assert flag in text
+    assert text.count("(default") >= 10
+    assert app.parse_args(["--auth", "bob:pw:with:colons"]).auth == ("bob", "pw:with:colons")
+    for bad in (["--auth", "nopassword"], ["--share-server", "nohostport"], ["--share-server", "h:1"]):
+        with pytest.raises(SystemExit):
+            app.parse_args(bad)
+
+
+def test_user_checkpoint_is_served_with_only_fresh_backends(tiny_checkpoint, shipped, tmp_path):
+    """--checkpoint PATH: named by its stem, its own class names, only backends whose exports are fresh.
+    A shipped model with a stale export lists the backend but refuses it with the rebuild command."""
+    own = tmp_path / "own"
+    own.mkdir()
+    shutil.copy(tiny_checkpoint, own / "tiny_cnn.pt")
+    shutil.copy(shipped / "mnist_cnn.onnx", own / "tiny_cnn.onnx")  # made from another checkpoint: stale
+    stale_dir = tmp_path / "shipped"
+    stale_dir.mkdir()
+    shutil.copy(tiny_checkpoint, stale_dir / "mnist_cnn.pt")
+    shutil.copy(shipped / "mnist_cnn.onnx", stale_dir / "mnist_cnn.onnx")
+    try:
+        models = app.load_models(stale_dir, [own / "tiny_cnn.pt"])
+        assert set(models) == {"mnist", "tiny_cnn"}
+        assert models["tiny_cnn"].offered == ["PyTorch"]
+        assert models["mnist"].offered == BACKENDS
+        label, preview, timing = app.predict_upload(str(app.EXAMPLES_DIR / "mnist_0.png"), "PyTorch", "tiny_cnn")
+        assert set(label) == set(models["tiny_cnn"].spec.class_names) and abs(sum(label.values()) - 1) < 1e-4
+        for model in ("mnist", "tiny_cnn"):
+            with pytest.raises(gr.Error, match=r"python -m export --checkpoint"):
+                app.predict_upload(str(app.EXAMPLES_DIR / "mnist_0.png"), "ONNX Runtime", model)
+        with pytest.raises(gr.Error, match="draw something first"):
+            app.predict_sketch({"background": None, "layers": [], "composite": None}, "PyTorch", "tiny_cnn")
+        with pytest.raises(app.CheckpointError, match="already served"):
+            app.load_models(stale_dir, [own / "tiny_cnn.pt", own / "tiny_cnn.pt"])
+    finally:
+        app.MODELS.clear()
+
+
+def test_live_events_clear_outputs_on_an_empty_canvas():
+    empty = {"background": None, "layers": [np.zeros((8, 8, 4), np.uint8)], "composite": None}
+    assert app._live(app.predict_sketch)(empty, "PyTorch", "mnist") == (
+        None, None, "draw a digit (or upload an image) to see the prediction")
