@@ -183,3 +183,28 @@ def test_folder_model_trains_evaluates_and_exports_with_its_class_names(shapes_c
     fresh = draw_shape("cross", np.random.default_rng(123))  # an image neither split has seen
     x, _ = preprocess(fresh, rt.spec)
     assert names[int(rt.predict_proba(x).argmax())] == "cross"
+
+
+def test_app_serves_the_folder_model_with_its_own_labels(shapes_checkpoint, tmp_path):
+    import app
+
+    _, out, _ = shapes_checkpoint
+    if not out.with_suffix(".onnx").is_file():  # when run alone, without the export test before it
+        from export.__main__ import export_checkpoint
+        export_checkpoint(out, speed_repeats=0, log=lambda line: None)
+    fresh = tmp_path / "upload.png"
+    draw_shape("circle", np.random.default_rng(7)).save(fresh)
+    served = dict(app.MODELS)
+    try:
+        # What `python app.py --checkpoint .../shapes_cnn.pt` loads: the model under its file stem
+        # (no shipped models in an empty folder, to keep this quick).
+        models = app.load_models(shipped_dir=tmp_path / "no_shipped_models", extra=[out])
+        assert list(models) == ["shapes_cnn"]
+        for backend in ("PyTorch", "ONNX Runtime", "ONNX Runtime int8"):
+            confidences, preview, _ = app.predict_upload(str(fresh), backend, "shapes_cnn")
+            assert list(confidences) == ["bar", "circle", "cross"]
+            assert max(confidences, key=confidences.get) == "circle", (backend, confidences)
+            assert preview.shape == (28 * app.PREVIEW_SCALE, 28 * app.PREVIEW_SCALE)
+    finally:
+        app.MODELS.clear()
+        app.MODELS.update(served)
