@@ -79,14 +79,17 @@ def export_metadata(ckpt: dict, checkpoint_sha256: str, precision: str) -> dict[
     }
 
 
-def metadata_problems(meta: dict[str, str], ckpt: dict, checkpoint_sha256: str) -> list[str]:
-    """Why `meta` (read from an export) does not describe `ckpt`; [] when it does."""
-    expected = export_metadata(ckpt, checkpoint_sha256, precision=meta.get("precision", ""))
+PRECISION = {"torchscript": "fp32", "onnx": "fp32", "int8": "int8", "fp16": "fp16"}  # by artifact kind
+
+
+def metadata_problems(meta: dict[str, str], ckpt: dict, checkpoint_sha256: str, kind: str) -> list[str]:
+    """Why `meta` (read from the `kind` export) does not describe `ckpt`; [] when it does."""
+    expected = export_metadata(ckpt, checkpoint_sha256, precision=PRECISION[kind])
     problems = []
     if meta.get("checkpoint_sha256") != checkpoint_sha256:
         problems.append(f"made from a checkpoint with SHA-256 {meta.get('checkpoint_sha256', 'unknown')[:12]}..., "
                         f"but the checkpoint now has {checkpoint_sha256[:12]}... (it changed since the export)")
-    for key in ("model_name", "model_args", "class_names", "mean", "std", "input_size"):
+    for key in ("model_name", "model_args", "class_names", "mean", "std", "input_size", "precision"):
         if meta.get(key) != expected[key]:
             problems.append(f"{key} is {meta.get(key)!r} in the export but {expected[key]!r} in the checkpoint")
     return problems
@@ -115,8 +118,8 @@ def load_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, d
     return module.eval(), json.loads(extra[TORCHSCRIPT_META] or "{}")
 
 
-def _checked(path: Path, meta: dict[str, str], ckpt: dict, sha: str, checkpoint: Path) -> None:
-    problems = metadata_problems(meta, ckpt, sha)
+def _checked(path: Path, kind: str, meta: dict[str, str], ckpt: dict, sha: str, checkpoint: Path) -> None:
+    problems = metadata_problems(meta, ckpt, sha, kind)
     if problems:
         raise StaleExportError(f"refusing stale export {path}: " + "; ".join(problems) +
                                f". Rebuild it with `{rebuild_command(checkpoint)}`.")
@@ -137,7 +140,7 @@ def check_exports(checkpoint: str | os.PathLike) -> list[str]:
         except Exception as e:  # unreadable file: report it as a problem instead of crashing the check
             problems.append(f"{kind}: {path} cannot be read ({type(e).__name__}: {e})")
             continue
-        problems += [f"{kind}: {path} {p}" for p in metadata_problems(meta, ckpt, sha)]
+        problems += [f"{kind}: {path} {p}" for p in metadata_problems(meta, ckpt, sha, kind)]
     if problems:
         problems.append(f"rebuild with `{rebuild_command(checkpoint)}`")
     return problems
@@ -291,12 +294,12 @@ def load_runtime(checkpoint: str | os.PathLike, backend: str, threads: int = 0, 
                                  f"`{rebuild_command(checkpoint)}`")
     if backend == "TorchScript":
         module, meta = load_torchscript(path)
-        _checked(path, meta, ckpt, sha, checkpoint)
+        _checked(path, kind, meta, ckpt, sha, checkpoint)
         return TorchRuntime(module, path=path, **common)
 
     provider = _ONNX_BACKENDS[backend][1]
     session = ort_session(path, provider=provider, threads=threads, opt_level=opt_level)
-    _checked(path, session.get_modelmeta().custom_metadata_map, ckpt, sha, checkpoint)
+    _checked(path, kind, session.get_modelmeta().custom_metadata_map, ckpt, sha, checkpoint)
     names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
     if names != ([INPUT_NAME], [OUTPUT_NAME]):
         raise StaleExportError(f"{path} has inputs/outputs {names}, expected ['{INPUT_NAME}'] -> "

@@ -204,6 +204,10 @@ def test_export_with_mismatched_metadata_is_refused(exported, tmp_path):
     with pytest.raises(StaleExportError, match="class_names"):
         load_runtime(ckpt_path, "ONNX Runtime")
     assert any("class_names" in p for p in check_exports(ckpt_path))
+    paths = artifact_paths(ckpt_path)
+    shutil.copy(artifact_paths(exported)["onnx"], paths["int8"])  # an fp32 file where int8 belongs
+    with pytest.raises(StaleExportError, match="precision"):
+        load_runtime(ckpt_path, "ONNX Runtime int8")
 
 
 def test_missing_export_says_how_to_build_it(tiny_checkpoint, tmp_path):
