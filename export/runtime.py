@@ -91,7 +91,7 @@ def metadata_problems(meta: dict[str, str], ckpt: dict, checkpoint_sha256: str, 
                         f"but the checkpoint now has {checkpoint_sha256[:12]}... (it changed since the export)")
     for key in ("model_name", "model_args", "class_names", "mean", "std", "input_size", "precision"):
         if meta.get(key) != expected[key]:
-            problems.append(f"{key} is {meta.get(key)!r} in the export but {expected[key]!r} in the checkpoint")
+            problems.append(f"{key} is {meta.get(key)!r} in the export, but the checkpoint needs {expected[key]!r}")
     return problems
 
 
