@@ -21,7 +21,7 @@ from export.convert import convert_fp16, export_onnx, export_torchscript, quanti
 from export.runtime import (BACKEND_NAMES, MissingExportError, OrtRuntime, StaleExportError, TorchRuntime,
                             artifact_paths, available_backends, check_exports, export_metadata,
                             load_runtime, load_torchscript, ort_session, read_metadata)
-from export.verify import parity
+from export.verify import accuracy_check, parity
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,18 @@ def test_every_model_exports_with_parity_and_dynamic_batch(name, tmp_path, test_
     for path in (int8_path, fp16_path):
         rt = OrtRuntime(ort_session(path), name=path.name, path=path, **common)
         assert [rt.predict_logits(test_x[:n]).shape for n in (1, 7)] == [(1, 10), (7, 10)]
+
+
+def test_accuracy_check_allows_0_1_pp_and_no_more():
+    labels = np.zeros(10_000, dtype=np.int64)
+    fp32 = np.tile(np.array([[1.0, 0.0]], np.float32), (10_000, 1))  # all correct
+    worse = fp32.copy()
+    worse[:10] = [0.0, 1.0]  # 10 of 10,000 wrong: exactly 0.1 pp
+    assert accuracy_check("int8", labels, fp32, worse).ok
+    worse[10] = [0.0, 1.0]
+    assert not accuracy_check("int8", labels, fp32, worse).ok
+    assert not accuracy_check("int8", labels[:300], fp32[:300], worse[:300]).ok  # 11 of 300: far off
+    assert accuracy_check("int8", labels[:300], fp32[:300], np.concatenate([worse[:1], fp32[:299]])).ok
 
 
 # ----------------------------------------------------------------------------------------------------
