@@ -32,7 +32,7 @@ from PIL import Image
 
 from engine.checkpoint import CheckpointError
 from engine.models import InputSpec
-from engine.preprocess import PreprocessError, check_size, open_image, preprocess
+from engine.preprocess import EmptyInputError, PreprocessError, check_size, open_image, preprocess
 from export.benchmark import format_table, plot_results, run_benchmark
 from export.runtime import (MissingExportError, Runtime, StaleExportError, available_backends,
                             check_exports, load_runtime)
@@ -47,6 +47,7 @@ SKETCH_HEIGHT = "min(660px, 95vw)"  # the canvas at about full size on a laptop,
 BRUSH_RADIUS = 16        # px on that canvas, i.e. a stroke about 1/17 of the canvas, like MNIST's ink
 PREVIEW_SCALE = 8        # the 28x28 model input is shown at 224x224, nearest-neighbour so pixels stay pixels
 EXAMPLES_DIR = ROOT / "examples"
+EMPTY_HINT = "draw a digit (or upload an image) to see the prediction"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -129,22 +130,26 @@ def _served(model: str) -> ServedModel:
     return MODELS[model]
 
 
-def predict(image, backend: str = DEFAULT_BACKEND, model: str = DEFAULT_MODEL):
-    """Any image (sketchpad value, path, PIL, numpy) -> ({class: prob}, preview, timing text)."""
+def _predict(image, backend: str, model: str):
     served = _served(model)
     runtime = served.runtime(backend)
     t0 = time.perf_counter()
-    try:
-        x, seen = preprocess(image, runtime.spec)  # x: (1, 1, 28, 28) normalised; seen: uint8 (28, 28)
-    except PreprocessError as e:
-        raise gr.Error(str(e)) from None
+    x, seen = preprocess(image, runtime.spec)  # x: (1, 1, 28, 28) normalised; seen: uint8 (28, 28)
     t1 = time.perf_counter()
-    probs = runtime.predict_proba(x)[0]            # (C,)
+    probs = runtime.predict_proba(x)[0]        # (C,)
     t2 = time.perf_counter()
     confidences = {name: float(p) for name, p in zip(served.spec.class_names, probs)}
     preview = np.kron(seen, np.ones((PREVIEW_SCALE, PREVIEW_SCALE), np.uint8))
     timing = f"{backend}: {(t2 - t1) * 1e3:.2f} ms (preprocessing {(t1 - t0) * 1e3:.1f} ms)"
     return confidences, preview, timing
+
+
+def predict(image, backend: str = DEFAULT_BACKEND, model: str = DEFAULT_MODEL):
+    """Any image (sketchpad value, path, PIL, numpy) -> ({class: prob}, preview, timing text)."""
+    try:
+        return _predict(image, backend, model)
+    except PreprocessError as e:  # says what to do: "draw something first", "scale it down", ...
+        raise gr.Error(str(e)) from None
 
 
 def predict_sketch(sketch, backend: str = DEFAULT_BACKEND, model: str = DEFAULT_MODEL):
@@ -157,23 +162,14 @@ def predict_upload(image, backend: str = DEFAULT_BACKEND, model: str = DEFAULT_M
     return predict(image, backend, model)
 
 
-def _live(fn):
-    """For the page's own live events: an empty input clears the outputs instead of raising."""
-    def live(image, backend, model):
-        if _is_empty(image):
-            return None, None, "draw a digit (or upload an image) to see the prediction"
-        return fn(image, backend, model)
-    return live
-
-
-def _is_empty(value) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, dict):  # sketchpad: no layer holds any ink and there is no background image
-        layers = [a for a in value.get("layers") or [] if a is not None]
-        return not any(np.asarray(a)[..., 3].any() for a in layers if np.asarray(a).ndim == 3
-                       and np.asarray(a).shape[2] == 4) and value.get("background") is None
-    return False
+def predict_live(image, backend: str, model: str):
+    """The page's own live events: an empty canvas (just cleared) blanks the outputs instead of raising."""
+    try:
+        return _predict(image, backend, model)
+    except EmptyInputError:
+        return None, None, EMPTY_HINT
+    except PreprocessError as e:
+        raise gr.Error(str(e)) from None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -272,7 +268,7 @@ def _backend_choices(model: str, backend: str):
 
 def _repredict(source: str, sketch, image, backend: str, model: str):
     """Backend or model changed: read the current input again."""
-    return _live(predict)(sketch if source == "sketch" else image, backend, model)
+    return predict_live(sketch if source == "sketch" else image, backend, model)
 
 
 def _on_model_change(model, backend, source, sketch, image):
@@ -342,9 +338,9 @@ def build_demo() -> gr.Blocks:
 
         outputs = [label, preview, timing]
         # Live: each stroke sends the canvas; "always_last" drops the stale ones while a prediction runs.
-        sketch.change(_live(predict_sketch), [sketch, backend, model], outputs, api_visibility="private",
+        sketch.change(predict_live, [sketch, backend, model], outputs, api_visibility="private",
                       trigger_mode="always_last", show_progress="hidden", concurrency_id="predict")
-        upload.change(_live(predict_upload), [upload, backend, model], outputs, api_visibility="private",
+        upload.change(predict_live, [upload, backend, model], outputs, api_visibility="private",
                       trigger_mode="always_last", show_progress="hidden", concurrency_id="predict")
         # The API: strict versions of the same two functions (an empty input is an error for a client).
         api_only = gr.Button(visible=False)

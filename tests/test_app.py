@@ -135,9 +135,12 @@ def test_auth_protects_page_and_api(shipped):
         assert label["label"] == "1"
 
 
-def test_share_without_a_route_says_so_and_keeps_serving(shipped):
+def test_share_without_a_route_says_so_and_keeps_serving(shipped, tmp_path):
+    """Also --max-file-size: this server takes uploads up to 50 kB."""
     closed = free_port()  # nothing listens there: the tunnel cannot be made, whatever the network
-    with AppServer(["--checkpoints-dir", str(shipped), "--share", "--share-server", f"127.0.0.1:{closed}"]) as s:
+    args = ["--checkpoints-dir", str(shipped), "--share", "--share-server", f"127.0.0.1:{closed}",
+            "--max-file-size", "50kb"]
+    with AppServer(args) as s:
         client = Client(s.url, verbose=False)  # serving locally while the tunnel is attempted or failed
         label, _, _ = client.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_4.png")), api_name="/predict_upload")
         assert label["label"] == "4"
@@ -149,6 +152,14 @@ def test_share_without_a_route_says_so_and_keeps_serving(shipped):
         assert f"no public link could be made through share server 127.0.0.1:{closed}" in out, out
         assert f"keeps serving locally at {s.url}" in out, out
         assert "Traceback" not in out, out
+
+        big = tmp_path / "noise.png"  # about 90 kB
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300), np.uint8)).save(big)
+        with open(big, "rb") as f:
+            refused = httpx.post(s.url + "gradio_api/upload", files={"files": f})
+        assert refused.status_code == 413 and "51200 bytes" in refused.text
+        with pytest.raises(ValueError, match="maximum file size"):
+            client.predict(handle_file(str(big)), api_name="/predict_upload")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -216,7 +227,14 @@ def test_user_checkpoint_is_served_with_only_fresh_backends(tiny_checkpoint, shi
         app.MODELS.clear()
 
 
-def test_live_events_clear_outputs_on_an_empty_canvas():
-    empty = {"background": None, "layers": [np.zeros((8, 8, 4), np.uint8)], "composite": None}
-    assert app._live(app.predict_sketch)(empty, "PyTorch", "mnist") == (
-        None, None, "draw a digit (or upload an image) to see the prediction")
+def test_live_events_blank_the_outputs_on_an_empty_canvas(shipped):
+    cleared = {"background": None, "layers": [np.zeros((8, 8, 4), np.uint8)], "composite": None}
+    try:
+        app.load_models(shipped)
+        assert app.predict_live(cleared, "PyTorch", "mnist") == (None, None, app.EMPTY_HINT)
+        with pytest.raises(gr.Error, match="draw something first"):  # the API says so instead
+            app.predict_sketch(cleared, "PyTorch", "mnist")
+        label, _, _ = app.predict_live(str(app.EXAMPLES_DIR / "mnist_5.png"), "PyTorch", "mnist")
+        assert max(label, key=label.get) == "5"
+    finally:
+        app.MODELS.clear()
