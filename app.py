@@ -13,7 +13,7 @@ From Python, with the app running:
     client = Client("http://127.0.0.1:7860/")
     label, preview, timing = client.predict(handle_file("examples/mnist_7.png"), "ONNX Runtime", "mnist",
                                             api_name="/predict_upload")
-    print(label["label"], timing)                   # 7  ONNX Runtime: 0.21 ms (preprocessing 1.4 ms)
+    print(label["label"], timing)                   # the top class, and "ONNX Runtime: ... ms (preprocessing ... ms)"
 """
 from __future__ import annotations
 
@@ -203,6 +203,8 @@ class _ClearFileErrors:
             return super().preprocess(payload)
         except PreprocessError as e:
             raise gr.Error(str(e)) from None
+        except gr.Error:
+            raise
         except Exception as e:
             for source in sources:  # let the engine explain which file is broken and how
                 try:
@@ -277,7 +279,7 @@ def _on_model_change(model, backend, source, sketch, image):
 
 
 def run_benchmark_tab(model: str, progress=gr.Progress()):
-    """The benchmark issue's quick run on this machine, for the chosen model: table and plot."""
+    """export.benchmark's quick run on this machine for the chosen model: its table and plot."""
     try:
         result = run_benchmark(_served(model).checkpoint, quick=True, progress=progress)
     except (MissingExportError, StaleExportError, FileNotFoundError, ValueError) as e:

@@ -221,6 +221,8 @@ def test_user_checkpoint_is_served_with_only_fresh_backends(tiny_checkpoint, shi
                 app.predict_upload(str(app.EXAMPLES_DIR / "mnist_0.png"), "ONNX Runtime", model)
         with pytest.raises(gr.Error, match="draw something first"):
             app.predict_sketch({"background": None, "layers": [], "composite": None}, "PyTorch", "tiny_cnn")
+        with pytest.raises(gr.Error, match=r"cannot benchmark tiny_cnn: .*python -m export --checkpoint"):
+            app.run_benchmark_tab("tiny_cnn")
         with pytest.raises(app.CheckpointError, match="already served"):
             app.load_models(stale_dir, [own / "tiny_cnn.pt", own / "tiny_cnn.pt"])
     finally:
