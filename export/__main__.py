@@ -54,8 +54,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None,
                       speed_repeats: int = 20, log: Callable[[str], None] = print) -> dict[str, Path]:
     """Write and verify every export of `checkpoint`; returns {kind: path}. Raises VerificationError."""
     checkpoint = Path(checkpoint)
+    ckpt = load_checkpoint(checkpoint)  # first: its errors say how to get a checkpoint
     sha = file_sha256(checkpoint)
-    ckpt = load_checkpoint(checkpoint)
     model, spec = build_model(ckpt)
     dataset = ckpt.get("config", {}).get("dataset")
     if not dataset:
@@ -99,11 +99,11 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None,
 
 def main(argv=None) -> int:
     args = get_args(argv)
-    if args.check:
-        problems = check_exports(args.checkpoint)
-        print("\n".join(problems) if problems else f"exports of {args.checkpoint} are present and up to date")
-        return 1 if problems else 0
     try:
+        if args.check:
+            problems = check_exports(args.checkpoint, args.out_dir)
+            print("\n".join(problems) if problems else f"exports of {args.checkpoint} are present and up to date")
+            return 1 if problems else 0
         export_checkpoint(args.checkpoint, args.out_dir, args.data_dir, args.calibration_images,
                           args.calibration, args.max_test_images, args.speed_repeats)
     except VerificationError as e:

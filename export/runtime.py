@@ -47,8 +47,8 @@ class MissingExportError(RuntimeError):
     """The export file for a backend does not exist yet."""
 
 
-def rebuild_command(checkpoint: str | os.PathLike) -> str:
-    return f"python -m export --checkpoint {checkpoint}"
+def rebuild_command(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> str:
+    return f"python -m export --checkpoint {checkpoint}" + (f" --out-dir {out_dir}" if out_dir else "")
 
 
 def artifact_paths(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> dict[str, Path]:
@@ -118,20 +118,22 @@ def load_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, d
     return module.eval(), json.loads(extra[TORCHSCRIPT_META] or "{}")
 
 
-def _checked(path: Path, kind: str, meta: dict[str, str], ckpt: dict, sha: str, checkpoint: Path) -> None:
+def _checked(path: Path, kind: str, meta: dict[str, str], ckpt: dict, sha: str, checkpoint: Path,
+             out_dir) -> None:
     problems = metadata_problems(meta, ckpt, sha, kind)
     if problems:
         raise StaleExportError(f"refusing stale export {path}: " + "; ".join(problems) +
-                               f". Rebuild it with `{rebuild_command(checkpoint)}`.")
+                               f". Rebuild it with `{rebuild_command(checkpoint, out_dir)}`.")
 
 
-def check_exports(checkpoint: str | os.PathLike) -> list[str]:
-    """Human-readable problems with the exports of `checkpoint` (missing, stale, mismatched); [] if fine."""
+def check_exports(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[str]:
+    """Human-readable problems with the exports of `checkpoint` (missing, stale, mismatched); [] if fine.
+    out_dir: where the exports are (default: beside the checkpoint)."""
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     sha = file_sha256(checkpoint)
     problems = []
-    for kind, path in artifact_paths(checkpoint).items():
+    for kind, path in artifact_paths(checkpoint, out_dir).items():
         if not path.is_file():
             problems.append(f"{kind}: {path} is missing")
             continue
@@ -142,7 +144,7 @@ def check_exports(checkpoint: str | os.PathLike) -> list[str]:
             continue
         problems += [f"{kind}: {path} {p}" for p in metadata_problems(meta, ckpt, sha, kind)]
     if problems:
-        problems.append(f"rebuild with `{rebuild_command(checkpoint)}`")
+        problems.append(f"rebuild with `{rebuild_command(checkpoint, out_dir)}`")
     return problems
 
 
@@ -291,17 +293,17 @@ def load_runtime(checkpoint: str | os.PathLike, backend: str, threads: int = 0, 
     path = artifact_paths(checkpoint, out_dir)[kind]
     if not path.is_file():
         raise MissingExportError(f"{backend} needs {path}, which does not exist; create it with "
-                                 f"`{rebuild_command(checkpoint)}`")
+                                 f"`{rebuild_command(checkpoint, out_dir)}`")
     if backend == "TorchScript":
         module, meta = load_torchscript(path)
-        _checked(path, kind, meta, ckpt, sha, checkpoint)
+        _checked(path, kind, meta, ckpt, sha, checkpoint, out_dir)
         return TorchRuntime(module, path=path, **common)
 
     provider = _ONNX_BACKENDS[backend][1]
     session = ort_session(path, provider=provider, threads=threads, opt_level=opt_level)
-    _checked(path, kind, session.get_modelmeta().custom_metadata_map, ckpt, sha, checkpoint)
+    _checked(path, kind, session.get_modelmeta().custom_metadata_map, ckpt, sha, checkpoint, out_dir)
     names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
     if names != ([INPUT_NAME], [OUTPUT_NAME]):
         raise StaleExportError(f"{path} has inputs/outputs {names}, expected ['{INPUT_NAME}'] -> "
-                               f"['{OUTPUT_NAME}']; rebuild it with `{rebuild_command(checkpoint)}`")
+                               f"['{OUTPUT_NAME}']; rebuild it with `{rebuild_command(checkpoint, out_dir)}`")
     return OrtRuntime(session, path=path, **common)

@@ -222,12 +222,18 @@ def test_export_with_mismatched_metadata_is_refused(exported, tmp_path):
         load_runtime(ckpt_path, "ONNX Runtime int8")
 
 
-def test_missing_export_says_how_to_build_it(tiny_checkpoint, tmp_path):
+def test_missing_export_says_how_to_build_it(tiny_checkpoint, exported, tmp_path):
     ckpt_path = tmp_path / "fresh.pt"
     shutil.copy(tiny_checkpoint, ckpt_path)
     with pytest.raises(MissingExportError, match=f"python -m export --checkpoint {ckpt_path}"):
         load_runtime(ckpt_path, "ONNX Runtime int8")
     assert len(check_exports(ckpt_path)) == 5
+    # The same checkpoint with its exports in another folder (--out-dir) is found and accepted there.
+    same = tmp_path / exported.name
+    shutil.copy(exported, same)
+    assert check_exports(same, out_dir=exported.parent) == []
+    load_runtime(same, "ONNX Runtime int8", out_dir=exported.parent)
+    assert f"--out-dir {tmp_path}" in check_exports(same, out_dir=tmp_path)[-1]
 
 
 # ----------------------------------------------------------------------------------------------------
