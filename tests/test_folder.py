@@ -196,10 +196,12 @@ def test_app_serves_the_folder_model_with_its_own_labels(shapes_checkpoint, tmp_
     draw_shape("circle", np.random.default_rng(7)).save(fresh)
     served = dict(app.MODELS)
     try:
-        # What `python app.py --checkpoint .../shapes_cnn.pt` loads: the model under its file stem
-        # (no shipped models in an empty folder, to keep this quick).
-        models = app.load_models(shipped_dir=tmp_path / "no_shipped_models", extra=[out])
-        assert list(models) == ["shapes_cnn"]
+        # What `python app.py --checkpoint .../shapes_cnn.pt` loads: the shipped models (those present
+        # in checkpoints/) and this one under its file stem, each with its own labels.
+        models = app.load_models(extra=[out])
+        assert list(models)[-1] == "shapes_cnn"
+        if "mnist" in models:
+            assert models["mnist"].spec.class_names == [str(d) for d in range(10)]
         for backend in ("PyTorch", "ONNX Runtime", "ONNX Runtime int8"):
             confidences, preview, _ = app.predict_upload(str(fresh), backend, "shapes_cnn")
             assert list(confidences) == ["bar", "circle", "cross"]
