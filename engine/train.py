@@ -19,7 +19,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -238,6 +238,8 @@ def main(argv=None) -> dict:
                                      "stop_after_epoch": args.stop_after_epoch})
         if "out" not in given:
             args.out = args.resume
+    if args.dataset.startswith("folder:"):  # stored in the checkpoint: make it work from any directory
+        args.dataset = "folder:" + str(Path(args.dataset.removeprefix("folder:")).expanduser().resolve())
     if args.threads:
         torch.set_num_threads(args.threads)
     rank, world_size, local_rank = setup_distributed(args.device)
@@ -264,7 +266,8 @@ def main(argv=None) -> dict:
         f = train.images.float() / 255.0
         mean, std = round(f.mean().item(), 4), round(f.std().item(), 4)
     spec = InputSpec(mean=mean, std=std, class_names=train.class_names)
-    aug_name = args.augment if args.augment != "auto" else ("fashion" if "fashion" in args.dataset else "digits")
+    # Fashion photos get flips and cutout; digits and image folders (glyph-like drawings) the handwriting preset.
+    aug_name = args.augment if args.augment != "auto" else ("fashion" if args.dataset == "fashion" else "digits")
     aug_cfg = AUGMENT_PRESETS[aug_name]
     train_x, train_y = train.images.to(device), train.labels.to(device)
     test_x, test_y = test.images.to(device), test.labels.to(device)
