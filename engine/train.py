@@ -12,7 +12,6 @@ epoch in progress and `--resume` picks up from the last finished one.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from engine.data import AUGMENT_PRESETS, TensorLoader, augment, load_dataset
 from engine.metrics import confusion_matrix, summarize
 from engine.models import create_model, list_models
