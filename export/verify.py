@@ -40,10 +40,14 @@ class Check:
 
 
 def run_batched(rt: Runtime, x: np.ndarray, batch_size: int) -> np.ndarray:
-    out = [rt.predict_logits(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-    if any(o.shape != (len(b), len(rt.spec.class_names)) for o, b in
-           zip(out, (x[i:i + batch_size] for i in range(0, len(x), batch_size)))):
-        raise VerificationError(f"{rt.name} returned the wrong output shape at batch size {batch_size}")
+    out = []
+    for i in range(0, len(x), batch_size):
+        batch = x[i:i + batch_size]
+        logits = rt.predict_logits(batch)
+        if logits.shape != (len(batch), len(rt.spec.class_names)):
+            raise VerificationError(f"{rt.name} returned logits of shape {logits.shape} for a batch of "
+                                    f"{len(batch)} images")
+        out.append(logits)
     return np.concatenate(out)
 
 
