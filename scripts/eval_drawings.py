@@ -17,7 +17,7 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -62,12 +62,24 @@ def make_requests(split, kinds, n: int, seed: int, folder: Path) -> list[tuple[s
     return requests
 
 
-def run_requests(client, requests, backend: str, model: str = "mnist", workers: int = 4) -> list[str]:
-    """The predicted label of every request, sent by `workers` concurrent callers."""
+def run_requests(client, requests, backend: str, model: str = "mnist", workers: int = 4,
+                 retries: list | None = None) -> list[str]:
+    """The predicted label of every request, sent by `workers` concurrent callers.
+
+    A request whose event stream the client lost (gradio_client raises CancelledError, seen on a heavily
+    loaded machine) is sent again, at most twice; each resend is appended to `retries` so it is reported.
+    """
     def one(request):
         _, _, api_name, arg = request
-        label, _, _ = client.predict(arg, backend, model, api_name=api_name)
-        return str(label["label"])
+        for attempt in range(3):
+            try:
+                label, _, _ = client.predict(arg, backend, model, api_name=api_name)
+                return str(label["label"])
+            except CancelledError:
+                if attempt == 2:
+                    raise
+                if retries is not None:
+                    retries.append(request[:3])
 
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(one, requests))
@@ -108,17 +120,19 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         requests = make_requests(split, args.kinds, args.n, args.seed, Path(tmp))
         t1 = time.perf_counter()
-        predicted = run_requests(client, requests, args.backend, args.model, args.workers)
+        retries = []
+        predicted = run_requests(client, requests, args.backend, args.model, args.workers, retries)
         t2 = time.perf_counter()
     result = {"url": args.url, "backend": args.backend, "model": args.model, "seed": args.seed,
               **summarise(requests, predicted),
               "render_s": round(t1 - t0, 1), "api_s": round(t2 - t1, 1),
-              "requests_per_s": round(len(requests) / (t2 - t1), 1)}
+              "requests_per_s": round(len(requests) / (t2 - t1), 1), "resent_after_lost_stream": len(retries)}
     for kind, v in result["per_kind"].items():
         print(f"{kind:9s} {v['correct']:5d}/{v['n']:<5d} {100 * v['accuracy']:6.2f} %")
     o = result["overall"]
     print(f"{'overall':9s} {o['correct']:5d}/{o['n']:<5d} {100 * o['accuracy']:6.2f} %   ({args.backend}, "
-          f"{len(requests)} API calls in {t2 - t1:.0f} s, {result['requests_per_s']} calls/s)")
+          f"{len(requests)} API calls in {t2 - t1:.0f} s, {result['requests_per_s']} calls/s, "
+          f"{len(retries)} resent after a lost event stream)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result

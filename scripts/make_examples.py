@@ -17,6 +17,11 @@ from engine.data import default_data_dir, load_dataset
 FASHION_PICKS = ["Trouser", "Dress", "Sneaker", "Bag", "Ankle boot"]
 
 
+def slug(class_name: str) -> str:
+    """File-name form of a class name: "Ankle boot" -> "ankle_boot"."""
+    return class_name.lower().replace(" ", "_").replace("/", "_")
+
+
 def first_of_each(split, class_names: list[str]) -> dict[str, int]:
     """Index of the first test image of each named class."""
     labels = split.labels.tolist()
@@ -35,8 +40,7 @@ def main(argv=None) -> None:
     for dataset, prefix, picks in (("mnist", "mnist", None), ("fashion", "fashion", FASHION_PICKS)):
         split = load_dataset(dataset, args.data_dir, train=False, download=False)
         for name, i in first_of_each(split, picks or split.class_names).items():
-            slug = name.lower().replace(" ", "_").replace("/", "_")
-            path = out / f"{prefix}_{slug}.png"
+            path = out / f"{prefix}_{slug(name)}.png"
             Image.fromarray(split.images[i, 0].numpy()).save(path, optimize=True)
             print(f"{path}: test image {i} ({name})")
 

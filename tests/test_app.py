@@ -25,6 +25,7 @@ import app
 from engine.render import KINDS
 from export.runtime import available_backends
 from scripts.eval_drawings import make_requests, run_requests, summarise
+from scripts.make_examples import slug
 from tests._server import AppServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,9 +87,10 @@ def test_api_outputs_label_preview_and_timing(client):
 
 
 def test_examples_gallery_is_read_right(client):
-    for path in sorted(app.EXAMPLES_DIR.glob("mnist_*.png")):
-        label, _, _ = client.predict(handle_file(str(path)), "ONNX Runtime", "mnist", api_name="/predict_upload")
-        assert label["label"] == path.stem.split("_")[1], path.name
+    for path in sorted(app.EXAMPLES_DIR.glob("*.png")):
+        model, name = path.stem.split("_", 1)  # mnist_7.png, fashion_ankle_boot.png
+        label, _, _ = client.predict(handle_file(str(path)), "ONNX Runtime", model, api_name="/predict_upload")
+        assert slug(label["label"]) == name, path.name
 
 
 def test_bad_input_gets_a_clear_message_and_the_server_keeps_serving(client, tmp_path):
