@@ -50,6 +50,30 @@ EXAMPLES_DIR = ROOT / "examples"
 EMPTY_HINT = "draw a digit (or upload an image) to see the prediction"
 
 
+def _save_pil_to_cache_atomically(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """gradio.processing_utils.save_pil_to_cache, but never a half-written file.
+
+    Gradio 6 stores each output image at a path named by its content hash with write_bytes (truncate,
+    then write). Two requests with the same preview (the same digit, an example clicked twice) then race:
+    one truncates the file while it is being served to the other, whose response breaks off mid-body
+    (seen as RemoteProtocolError in tests/test_hardening.py's load test). Same bytes, renamed into place.
+    """
+    from gradio import processing_utils
+
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = (folder / f"{name}.{format}").resolve()
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return str(path)
+
+
+gr.processing_utils.save_pil_to_cache = _save_pil_to_cache_atomically
+
+
 # ----------------------------------------------------------------------------------------------------
 # Models: every checkpoint and its runtimes are loaded once at start-up and shared by all requests
 # (the runtimes are thread-safe).
