@@ -132,8 +132,9 @@ def verify_exports(model: torch.nn.Module, spec: InputSpec, paths: dict[str, Pat
                 full[name] = out
 
     for rt in (int8, fp16):  # the dynamic axis must work in the reduced-precision graphs too
-        shapes = [rt.predict_logits(test_x[:n]).shape for n in (1, 7, SPEED_BATCH)]
-        add(Check(f"{rt.name} dynamic batch", shapes == [(n, len(spec.class_names)) for n in (1, 7, SPEED_BATCH)],
+        sizes = (1, 7, min(SPEED_BATCH, len(test_x)))  # a small folder dataset may have fewer than 256 test images
+        shapes = [rt.predict_logits(test_x[:n]).shape for n in sizes]
+        add(Check(f"{rt.name} dynamic batch", shapes == [(n, len(spec.class_names)) for n in sizes],
                   f"output shapes {shapes}"))
     add(accuracy_check("ONNX Runtime int8 accuracy", test_labels, full["ONNX Runtime"],
                        run_batched(int8, test_x, SPEED_BATCH)))
