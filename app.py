@@ -285,21 +285,19 @@ The time shown is the model call alone on the chosen backend, with preprocessing
 """
 
 
+def _usable_backend(model: str, backend: str) -> str:
+    """The chosen backend, or the default when the model does not offer it (a user checkpoint's exports)."""
+    offered = _served(model).offered
+    return backend if backend in offered else DEFAULT_BACKEND if DEFAULT_BACKEND in offered else offered[0]
+
+
 def _backend_choices(model: str, backend: str):
-    served = _served(model)
-    value = backend if backend in served.offered else (
-        DEFAULT_BACKEND if DEFAULT_BACKEND in served.offered else served.offered[0])
-    return gr.Dropdown(choices=served.offered, value=value)
+    return gr.Dropdown(choices=_served(model).offered, value=_usable_backend(model, backend))
 
 
-def _repredict(source: str, sketch, image, backend: str, model: str):
-    """Backend or model changed: read the current input again."""
-    return predict_live(sketch if source == "sketch" else image, backend, model)
-
-
-def _on_model_change(model, backend, source, sketch, image):
-    update = _backend_choices(model, backend)
-    return update, *_repredict(source, sketch, image, update.value, model)
+def predict_page(source: str, sketch, image, backend: str, model: str):
+    """The page's one prediction listener: the input on the visible tab, with the chosen backend and model."""
+    return predict_live(sketch if source == "sketch" else image, _usable_backend(model, backend), model)
 
 
 def run_benchmark_tab(model: str, progress=gr.Progress()):
@@ -318,15 +316,13 @@ def build_demo() -> gr.Blocks:
     model0 = DEFAULT_MODEL if DEFAULT_MODEL in MODELS else names[0]
     offered0 = MODELS[model0].offered
     backend0 = DEFAULT_BACKEND if DEFAULT_BACKEND in offered0 else offered0[0]
-    examples = [[str(p), "fashion" if p.name.startswith("fashion") else "mnist"]
-                for p in sorted(EXAMPLES_DIR.glob("*.png"))]
-    examples = [e for e in examples if e[1] in MODELS]
+    galleries = {"mnist": "Real MNIST test digits", "fashion": "Real Fashion-MNIST test items"}
 
     with gr.Blocks(title="Digits: train in PyTorch, ship on ONNX Runtime") as demo:
         gr.Markdown("# Digits\nDraw a digit (or upload an image): the prediction updates as you draw.")
         source = gr.State("sketch")  # which input the user is looking at, re-read when the backend changes
-        model = gr.Dropdown(names, value=model0, label="Model", render=False)
-        backend = gr.Dropdown(offered0, value=backend0, label="Backend", render=False)
+        model = gr.Dropdown(names, value=model0, label="Model", render=False, elem_id="model")
+        backend = gr.Dropdown(offered0, value=backend0, label="Backend", render=False, elem_id="backend")
         with gr.Tab("Predict"):
             with gr.Row():
                 with gr.Column(scale=3):
@@ -341,10 +337,14 @@ def build_demo() -> gr.Blocks:
                         with gr.Tab("Upload") as upload_tab:
                             upload = UploadInput(
                                 elem_id="upload", label="Image file (or paste, or webcam)", type="filepath",
-                                image_mode=None, sources=["upload", "clipboard", "webcam"])
-                            if examples:
-                                gr.Examples(examples, inputs=[upload, model], label="Real test images",
-                                            cache_examples=False, examples_per_page=20)
+                                image_mode=None, sources=["upload", "clipboard", "webcam"], height=320)
+                            pick_model = []  # (gallery, model name): picking an image also picks its model
+                            for name, title in galleries.items():
+                                files = sorted(EXAMPLES_DIR.glob(f"{name}_*.png"))
+                                if name in MODELS and files:
+                                    gallery = gr.Examples([[str(f)] for f in files], inputs=[upload], label=title,
+                                                          cache_examples=False, examples_per_page=10)
+                                    pick_model.append((gallery.dataset, name))
                     with gr.Row():
                         model.render()
                         backend.render()
@@ -363,25 +363,23 @@ def build_demo() -> gr.Blocks:
             bench_plot = gr.Image(label="Throughput and latency", type="filepath", interactive=False)
 
         outputs = [label, preview, timing]
-        # Live: each stroke sends the canvas; "always_last" drops the stale ones while a prediction runs.
-        sketch.change(predict_live, [sketch, backend, model], outputs, api_visibility="private",
-                      trigger_mode="always_last", show_progress="hidden", concurrency_id="predict")
-        upload.change(predict_live, [upload, backend, model], outputs, api_visibility="private",
-                      trigger_mode="always_last", show_progress="hidden", concurrency_id="predict")
+        # Live: every stroke, upload, example, backend or model change re-reads the visible input. One
+        # listener with "always_last": a user's predictions run one after another (never an older answer
+        # over a newer one), and changes made while one runs collapse into a single next run.
+        gr.on([sketch.change, upload.change, backend.input, model.change], predict_page,
+              [source, sketch, upload, backend, model], outputs, api_visibility="private",
+              trigger_mode="always_last", show_progress="hidden", concurrency_id="predict")
+        model.change(_backend_choices, [model, backend], backend, queue=False, api_visibility="private")
         # The API: strict versions of the same two functions (an empty input is an error for a client).
         api_only = gr.Button(visible=False)
         api_only.click(predict_sketch, [sketch, backend, model], outputs, api_name="predict_sketch",
                        concurrency_id="predict")
         api_only.click(predict_upload, [upload, backend, model], outputs, api_name="predict_upload",
                        concurrency_id="predict")
+        for dataset, name in pick_model:
+            dataset.click(lambda name=name: name, None, model, queue=False, api_visibility="private")
         draw_tab.select(lambda: "sketch", None, source, queue=False, api_visibility="private")
         upload_tab.select(lambda: "upload", None, source, queue=False, api_visibility="private")
-        backend.input(_repredict, [source, sketch, upload, backend, model], outputs,
-                      api_visibility="private", trigger_mode="always_last", show_progress="hidden",
-                      concurrency_id="predict")
-        model.change(_on_model_change, [model, backend, source, sketch, upload], [backend, *outputs],
-                     api_visibility="private", trigger_mode="always_last", show_progress="hidden",
-                     concurrency_id="predict")
         demo.load(None, js=SELECT_BRUSH_JS)
         bench_button.click(run_benchmark_tab, [model], [bench_table, bench_plot],
                            api_visibility="private", concurrency_limit=1, concurrency_id="benchmark")

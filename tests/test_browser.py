@@ -87,3 +87,6 @@ def test_pick_an_example_image(page):
     page.get_by_role("tab", name="Upload").click()
     page.locator("img[src*='mnist_3.png']").first.click()  # a real MNIST test 3 from examples/
     assert predicted(page, "3") == "3"
+    page.locator("img[src*='fashion_sneaker.png']").first.click()  # switches the model to fashion too
+    assert predicted(page, "Sneaker") == "Sneaker"
+    assert page.locator("#model input").input_value() == "fashion"
