@@ -80,13 +80,14 @@ def read(runtime, image) -> int:
 
 
 def pick_digits(images: np.ndarray, labels: np.ndarray, runtime) -> dict[int, np.ndarray]:
-    """For each class, the first MNIST test digit the model reads right with >= 0.95 confidence on paper."""
+    """For each class, the first MNIST test digit the model reads right with >= 0.8 confidence on paper
+    (label smoothing keeps even sure answers near 0.9)."""
     chosen = {}
     for digit, label in zip(images, labels):
         label = int(label)
         if label not in chosen:
             probs = runtime.predict_proba(preprocess(on_paper(digit), runtime.spec)[0])[0]
-            if probs.argmax() == label and probs[label] >= 0.95:
+            if probs.argmax() == label and probs[label] >= 0.8:
                 chosen[label] = digit
         if len(chosen) == 10:
             return chosen
@@ -315,11 +316,13 @@ def test_upload_just_over_the_file_size_limit_is_refused(server, client, digit_f
 
 def load_test(url: str, files: dict[int, Path], clients: int = 16, requests: int = 50, timeout: float = 300.0,
               auth: tuple[str, str] | None = None) -> dict:
-    """`clients` gradio_client clients in threads, each uploading its own digit `requests` times, cycling
-    through the backends (so a mixed-up answer or a thread-unsafe runtime shows as a wrong label).
-    Returns the figures and every error or wrong answer; latency is one whole predict() call."""
+    """`clients` gradio_client clients in threads, each uploading one digit `requests` times, cycling
+    through the backends. Four digits, each sent by every fourth client: a mixed-up answer or a thread-unsafe
+    runtime shows as a wrong label, and identical answers at the same moment share one cached preview file
+    (the race app.py's atomic save fixes). Returns the figures and every error or wrong answer; latency is
+    one whole predict() call (upload, queue, inference, result, preview download)."""
     from gradio_client import Client, handle_file
-    labels = sorted(files)
+    labels = sorted(files)[:4]
     pool = ThreadPoolExecutor(clients)
     conns = list(pool.map(lambda _: Client(url, auth=auth, verbose=False), range(clients)))
 
