@@ -25,7 +25,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -356,7 +355,7 @@ def load_test(url: str, files: dict[int, Path], clients: int = 16, requests: int
 
 
 def describe(figures: dict) -> str:
-    return (f"{figures['clients']} clients x {figures['requests_per_client']} requests = {figures['requests']} "
+    return (f"{figures['clients']} client(s) x {figures['requests_per_client']} requests = {figures['requests']} "
             f"predictions ({', '.join(BACKENDS)} in turn): {len(figures['problems'])} errors or wrong answers, "
             f"p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, max {figures['max_ms']} ms, "
             f"{figures['req_per_s']} requests/s over {figures['wall_s']} s")
@@ -404,7 +403,6 @@ def test_kill_9_export_midway_leaves_previous_artifacts_intact(checkpoint, work,
             proc.kill()
         proc.wait(30)
     assert proc.returncode == -signal.SIGKILL, "the export finished before the kill: nothing was tested"
-    assert "wrote TorchScript" not in log.read_text() or "all checks passed" not in log.read_text()
     leftovers = sorted(p.name for p in folder.iterdir() if p.name not in before)
     assert leftovers and all(re.fullmatch(rf"\.{ckpt.stem}\..*\.tmp", n) for n in leftovers), leftovers
     assert {n: (folder / n).read_bytes() for n in before} == before  # byte-identical
@@ -515,6 +513,7 @@ def test_upload_name_cannot_escape_the_upload_cache(server, work, digit_files):
 
 
 def test_api_cannot_make_the_server_read_a_file_it_was_not_sent(server, checkpoint, work, client, digit_files):
+    # digit_7.png is a readable image in the system temp dir: had the server read it, a 7 would come back.
     for target in ["/etc/passwd", str(checkpoint), str(digit_files[7]), str(ROOT / "app.py")]:
         r = httpx.post(server.url + "gradio_api/call/predict_upload", timeout=30, json={
             "data": [{"path": target, "meta": {"_type": "gradio.FileData"}}, "ONNX Runtime", MODEL]})
@@ -524,7 +523,6 @@ def test_api_cannot_make_the_server_read_a_file_it_was_not_sent(server, checkpoi
         assert "root:" not in events
     copied = [p for p in (work / "gradio_tmp").rglob("*") if p.name in (checkpoint.name, "passwd", "app.py")]
     assert copied == []  # nothing was even copied into the cache
-    # digit_7.png sits in the temp dir the server may write to, yet was not read: a 7 came back from nowhere
     assert_still_serving(server, client, digit_files)
 
 
@@ -543,7 +541,7 @@ def auth_server(work, checkpoint):
 def test_auth_required_on_page_and_every_api_route(auth_server, digit_files):
     from gradio_client import Client
     from gradio_client.exceptions import AuthenticationError
-    url, port = auth_server.url, auth_server.port
+    url = auth_server.url
     # With credentials everything works: the client, the page, the routes.
     client = Client(url, auth=AUTH, verbose=False)
     assert predict_file(client, digit_files[5])[0]["label"] == "5"
