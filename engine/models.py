@@ -42,13 +42,16 @@ class InputSpec:
     mean: float = 0.1307
     std: float = 0.3081
     class_names: list[str] = field(default_factory=lambda: [str(i) for i in range(10)])
+    # How a user image is framed: "digit" as MNIST was made (20 px box, centre of mass, stroke weight),
+    # "object" as Fashion-MNIST was made (longest side to 28 px, centred by bounding box).
+    layout: str = "digit"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "InputSpec":
-        return cls(**d)
+        return cls(**d)  # checkpoints from before `layout` existed get the default, "digit"
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -277,12 +277,29 @@ def to_mnist_frame(ink: np.ndarray, size: int = 28, box: int = BOX) -> np.ndarra
     return out
 
 
+def to_object_frame(ink: np.ndarray, size: int = 28) -> np.ndarray:
+    """Ink map -> float32 (size, size), framed as Fashion-MNIST was made: the object cropped, its longest
+    side scaled to the full frame, centred by its bounding box. No stroke-weight change: garments are not
+    strokes."""
+    small = np.clip(_fit(ink, size), 0, 1)
+    h, w = small.shape
+    out = np.zeros((size, size), np.float32)
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top:top + h, left:left + w] = small
+    return out
+
+
 def preprocess(image, spec: InputSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Any user image -> (normalised float32 (1, 1, 28, 28), uint8 (28, 28) preview of what the model sees)."""
     spec = spec or InputSpec()
     if image is None:
         raise EmptyInputError("draw something first (or upload an image)")
-    frame = to_mnist_frame(ink_map(image), size=spec.height, box=round(spec.height * BOX / 28))
+    if spec.layout == "object":
+        frame = to_object_frame(ink_map(image), size=spec.height)
+    elif spec.layout == "digit":
+        frame = to_mnist_frame(ink_map(image), size=spec.height, box=round(spec.height * BOX / 28))
+    else:
+        raise ValueError(f"unknown input layout {spec.layout!r}; expected 'digit' or 'object'")
     x = ((frame - spec.mean) / spec.std).astype(np.float32)[None, None]
     return x, (frame * 255).round().astype(np.uint8)
 

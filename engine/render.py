@@ -25,9 +25,13 @@ def _upscale(digit_u8: np.ndarray, size: int) -> np.ndarray:
     return F.interpolate(t, size=(size, size), mode="bicubic", align_corners=False)[0, 0].clamp(0, 1).numpy()
 
 
-def skeleton(digit_u8: np.ndarray) -> np.ndarray:
-    """Zhang-Suen thinning of the binarised 28x28 digit: its one-pixel-wide centre line."""
-    img = np.pad((digit_u8 > 100).astype(np.uint8), 1)
+def skeleton(digit_u8: np.ndarray, scale: int = 4) -> np.ndarray:
+    """Zhang-Suen thinning of the digit, upscaled `scale` times first: its one-pixel-wide centre line.
+
+    Thinning at 28x28 eats the ends of bold strokes and the small holes of bold loops (a thick 3 loses its
+    bars, a 6 its loop); at 4x the centre line keeps the shape a person would trace.
+    """
+    img = np.pad((_upscale(digit_u8, 28 * scale) > 0.5).astype(np.uint8), 1)
     changed = True
     while changed:
         changed = False
@@ -52,7 +56,8 @@ def _brush_strokes(digit_u8: np.ndarray, size: int, brush_px: float) -> np.ndarr
     from PIL import ImageDraw
 
     sk = skeleton(digit_u8)
-    s = size / 28
+    n = sk.shape[0]
+    s = size / n
     img = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(img)
     r = brush_px / 2
@@ -61,7 +66,7 @@ def _brush_strokes(digit_u8: np.ndarray, size: int, brush_px: float) -> np.ndarr
         cx, cy = (x + 0.5) * s, (y + 0.5) * s
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
         for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):  # join to 8-neighbours, each pair once
-            if 0 <= y + dy < 28 and 0 <= x + dx < 28 and sk[y + dy, x + dx]:
+            if 0 <= y + dy < n and 0 <= x + dx < n and sk[y + dy, x + dx]:
                 draw.line([cx, cy, (x + dx + 0.5) * s, (y + dy + 0.5) * s], fill=255, width=max(1, round(brush_px)))
     return np.asarray(img, dtype=np.float32) / 255.0
 

@@ -264,7 +264,8 @@ def main(argv=None) -> dict:
     else:
         f = train.images.float() / 255.0
         mean, std = round(f.mean().item(), 4), round(f.std().item(), 4)
-    spec = InputSpec(mean=mean, std=std, class_names=train.class_names)
+    spec = InputSpec(mean=mean, std=std, class_names=train.class_names,
+                     layout="object" if args.dataset == "fashion" else "digit")
     # Fashion photos get flips and cutout; digits and image folders (glyph-like drawings) the handwriting preset.
     aug_name = args.augment if args.augment != "auto" else ("fashion" if args.dataset == "fashion" else "digits")
     aug_cfg = AUGMENT_PRESETS[aug_name]

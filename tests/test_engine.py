@@ -247,3 +247,23 @@ def test_shipped_checkpoint_accuracy(name, dataset, target, data_dir):
     assert result["accuracy"] >= target, result["accuracy"]
     recorded = json.loads((CHECKPOINTS / f"{name}.metrics.json").read_text())
     assert recorded["accuracy"] == pytest.approx(result["accuracy"], abs=0.011)
+
+
+# ---------------------------------------------------------------------------------------------------- preprocessing
+
+@pytest.mark.parametrize("name, dataset, layout, floor", [("mnist_cnn", "mnist", "digit", 0.99),
+                                                         ("fashion_cnn", "fashion", "object", 0.90)])
+def test_test_images_survive_preprocessing(name, dataset, layout, floor, data_dir):
+    """Real 28x28 test images pushed through the app's preprocessing are still read right."""
+    import numpy as np
+    from PIL import Image
+    from engine.checkpoint import load_model
+    from engine.preprocess import preprocess
+
+    model, spec = load_model(CHECKPOINTS / f"{name}.pt")
+    assert spec.layout == layout  # Fashion-MNIST is framed like garments, not like digits
+    test = load_dataset(dataset, data_dir, train=False, download=False)
+    xs = np.concatenate([preprocess(Image.fromarray(test.images[i, 0].numpy()), spec)[0] for i in range(500)])
+    with torch.inference_mode():
+        acc = (model(torch.from_numpy(xs)).argmax(1) == test.labels[:500]).float().mean().item()
+    assert acc >= floor, acc
