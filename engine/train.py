@@ -35,7 +35,7 @@ def get_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="mnist", help="mnist, fashion or folder:PATH (default: mnist)")
     p.add_argument("--model", default="cnn", help=f"one of {', '.join(list_models())} (default: cnn)")
-    p.add_argument("--width", type=int, default=None, help="channel width for cnn (default: the model's, 32)")
+    p.add_argument("--width", type=int, default=None, help="channel width for cnn (default: the model's, 16; the shipped models use 32)")
     p.add_argument("--epochs", type=int, default=20, help="number of epochs (default: 20)")
     p.add_argument("--batch-size", type=int, default=128, help="global batch size (default: 128)")
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the OneCycle schedule (default: 0.1)")
