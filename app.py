@@ -280,7 +280,9 @@ Whatever you draw or upload goes through **one preprocessing function** (shared 
 benchmark and the tests) that makes it look like MNIST: ink from the sketch's alpha channel (or from the
 image, dark-on-light or light-on-dark, decided automatically), cropped to the ink, scaled so its longest
 side is 20 px keeping the aspect ratio, stroke weight brought near MNIST's, centred by centre of mass in
-28x28, then normalised with the model's own mean and std. The preview shows exactly what the model saw.
+28x28, then normalised with the model's own mean and std. Clothing is framed the way Fashion-MNIST was
+made instead: longest side to the full 28 px, centred by its bounding box, no stroke change (the model's
+input spec says which). The preview shows exactly what the model saw.
 The time shown is the model call alone on the chosen backend, with preprocessing timed separately.
 """
 
@@ -338,13 +340,14 @@ def build_demo() -> gr.Blocks:
                             upload = UploadInput(
                                 elem_id="upload", label="Image file (or paste, or webcam)", type="filepath",
                                 image_mode=None, sources=["upload", "clipboard", "webcam"], height=320)
-                            pick_model = []  # (gallery, model name): picking an image also picks its model
                             for name, title in galleries.items():
                                 files = sorted(EXAMPLES_DIR.glob(f"{name}_*.png"))
                                 if name in MODELS and files:
-                                    gallery = gr.Examples([[str(f)] for f in files], inputs=[upload], label=title,
-                                                          cache_examples=False, examples_per_page=10)
-                                    pick_model.append((gallery.dataset, name))
+                                    # The model is a column of the example, so one update sets the image and the
+                                    # model together and every prediction it triggers sees both (a separate
+                                    # model switch raced the image: a sneaker read by the digit model).
+                                    gr.Examples([[str(f), name] for f in files], inputs=[upload, model], label=title,
+                                                cache_examples=False, examples_per_page=10)
                     with gr.Row():
                         model.render()
                         backend.render()
@@ -376,8 +379,6 @@ def build_demo() -> gr.Blocks:
                        concurrency_id="predict")
         api_only.click(predict_upload, [upload, backend, model], outputs, api_name="predict_upload",
                        concurrency_id="predict")
-        for dataset, name in pick_model:
-            dataset.click(lambda name=name: name, None, model, queue=False, api_visibility="private")
         draw_tab.select(lambda: "sketch", None, source, queue=False, api_visibility="private")
         upload_tab.select(lambda: "upload", None, source, queue=False, api_visibility="private")
         demo.load(None, js=SELECT_BRUSH_JS)

@@ -215,7 +215,7 @@ def test_save_is_atomic(tiny_checkpoint, tmp_path):
     target = tmp_path / "ckpt.pt"
     target.write_bytes(tiny_checkpoint.read_bytes())
     before = target.read_bytes()
-    with pytest.raises(pickle.PicklingError):
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # torch reports a local lambda either way
         save_checkpoint(target, {"model": lambda: None})  # unpicklable: torch.save fails midway
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
