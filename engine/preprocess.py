@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -302,7 +301,3 @@ def preprocess(image, spec: InputSpec | None = None) -> tuple[np.ndarray, np.nda
         raise ValueError(f"unknown input layout {spec.layout!r}; expected 'digit' or 'object'")
     x = ((frame - spec.mean) / spec.std).astype(np.float32)[None, None]
     return x, (frame * 255).round().astype(np.uint8)
-
-
-def preprocess_file(path: str | Path, spec: InputSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
-    return preprocess(open_image(path), spec)
