@@ -158,7 +158,7 @@ def ort_prepare(sess, device: str) -> Callable[[torch.Tensor], Step]:
 
 
 def load_engine(name: str, checkpoint: str | os.PathLike, model: torch.nn.Module, threads: int) -> Engine:
-    from export.runtime import artifact_paths, ort_session
+    from export.runtime import artifact_paths, load_torchscript, ort_session
 
     kind, provider, device, precision = ENGINE_SPECS[name]
     if kind is None:
@@ -166,7 +166,7 @@ def load_engine(name: str, checkpoint: str | os.PathLike, model: torch.nn.Module
         return Engine(name, "torch", device, precision, torch_prepare(module, device, TORCH_DTYPES[precision]))
     path = artifact_paths(checkpoint)[kind]
     if kind == "torchscript":
-        module = torch.jit.load(str(path), map_location=device)
+        module = load_torchscript(path)[0].to(device)
         return Engine(name, "torch.jit", device, precision, torch_prepare(module, device, torch.float32))
     sess = ort_session(path, provider=provider, threads=threads)  # raises if the provider does not really run
     return Engine(name, sess.get_providers()[0], device, precision, ort_prepare(sess, device))
@@ -241,6 +241,10 @@ def measure_peaks(precisions: set[tuple[str, str]], threads: int, min_time_s: fl
 # The run
 
 
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def machine_info() -> dict:
     cpu = platform.processor() or platform.machine()
     flags: set[str] = set()
@@ -252,7 +256,7 @@ def machine_info() -> dict:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass  # not Linux: the model name from platform is all we have
-    info = {"cpu": cpu, "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    info = {"cpu": cpu, "cpus": usable_cpus(),
             "cpu_features": [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
                              if f in flags],
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -300,7 +304,7 @@ def run_benchmark(checkpoint, batch_sizes=DEFAULT_BATCH_SIZES, engines=None, thr
     if problems:
         error = MissingExportError if all("is missing" in p for p in problems[:-1]) else StaleExportError
         raise error(f"the exports of {checkpoint} cannot be benchmarked: {'; '.join(problems)}")
-    threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    threads = threads or usable_cpus()
     batch_sizes = sorted({int(b) for b in batch_sizes})
     if quick:
         batch_sizes = [b for b in batch_sizes if b <= QUICK_MAX_BATCH] or [1]

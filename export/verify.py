@@ -7,7 +7,6 @@ Each check is one printed line saying what was compared, on how many images, and
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,6 +16,7 @@ import onnx
 import torch
 
 from engine.models import InputSpec
+from export.benchmark import time_calls
 from export.runtime import OrtRuntime, Runtime, TorchRuntime, load_torchscript, ort_session
 
 LOGIT_TOL = 1e-4          # max |logit difference| against eager, TorchScript and ONNX Runtime fp32
@@ -73,17 +73,6 @@ def accuracy_check(name: str, labels: np.ndarray, fp32: np.ndarray, out: np.ndar
                  f"{n} test images, top-1 accuracy {acc:.2f}% vs fp32 {acc32:.2f}% ({acc - acc32:+.2f} pp, "
                  f"limit +-{tol_pp} pp = {allowed} image{'s' if allowed > 1 else ''}), "
                  f"same top-1 as fp32 {agree}/{n}, max |logit diff| {diff:.3f}")
-
-
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
 
 
 def verify_exports(model: torch.nn.Module, spec: InputSpec, paths: dict[str, Path], test_x: np.ndarray,
@@ -143,8 +132,12 @@ def verify_exports(model: torch.nn.Module, spec: InputSpec, paths: dict[str, Pat
 
     if speed_repeats > 0 and len(test_x) >= SPEED_BATCH:
         x = np.ascontiguousarray(test_x[:SPEED_BATCH])
-        ms32 = median_ms(lambda: runtimes["ONNX Runtime"].predict_logits(x), speed_repeats)
-        ms8 = median_ms(lambda: int8.predict_logits(x), speed_repeats)
+        def median_ms(rt: Runtime) -> float:
+            step = lambda: rt.predict_logits(x)
+            time_calls(step, 0.0, 3)  # warm-up
+            return 1000 * statistics.median(time_calls(step, 0.0, speed_repeats))
+
+        ms32, ms8 = median_ms(runtimes["ONNX Runtime"]), median_ms(int8)
         log(f"  [info] speed at batch {SPEED_BATCH}, ONNX Runtime CPU, median of {speed_repeats}: "
             f"fp32 {ms32:.2f} ms ({SPEED_BATCH / ms32 * 1000:,.0f} img/s), int8 {ms8:.2f} ms "
             f"({SPEED_BATCH / ms8 * 1000:,.0f} img/s): int8 is {ms32 / ms8:.2f}x fp32")
