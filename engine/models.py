@@ -3,11 +3,12 @@
     from engine.models import create_model, list_models
     model = create_model("cnn", num_classes=10)
 
-Every factory takes `num_classes` (and optional keyword arguments that end up in the checkpoint's
-`model_args`), so a checkpoint can rebuild its own model with `create_model(name, **model_args)`.
+Every factory takes `num_classes` and optional keyword arguments; a checkpoint records all of them
+(`resolve_model_args`, defaults filled in) and rebuilds its own model with `create_model(name, **model_args)`.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -31,6 +32,16 @@ def create_model(name: str, **kwargs) -> nn.Module:
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     return _REGISTRY[name](**kwargs)
+
+
+def resolve_model_args(name: str, **kwargs) -> dict:
+    """Every argument of the model's factory, the defaults filled in: what a checkpoint records, so a model
+    rebuilds the same however the defaults change later."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    bound = inspect.signature(_REGISTRY[name]).bind(**kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
 
 
 @dataclass

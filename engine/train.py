@@ -28,7 +28,7 @@ from tqdm import tqdm
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.data import AUGMENT_PRESETS, TensorLoader, augment, default_data_dir, load_dataset, to_input
 from engine.metrics import confusion_matrix, summarize
-from engine.models import InputSpec, count_flops, create_model, list_models
+from engine.models import InputSpec, count_flops, create_model, list_models, resolve_model_args
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -279,9 +279,8 @@ def main(argv=None) -> dict:
                  f"{world_size} ranks; lower --batch-size (it is the global batch) or use fewer processes")
 
     # ---- model and optimiser
-    model_args = {"num_classes": len(spec.class_names)}
-    if args.width is not None:
-        model_args["width"] = args.width
+    model_args = resolve_model_args(args.model, num_classes=len(spec.class_names),
+                                    **({} if args.width is None else {"width": args.width}))
     model = create_model(args.model, **model_args).to(device)
     memory_format = torch.channels_last if any(p.dim() == 4 for p in model.parameters()) else torch.contiguous_format
     model = model.to(memory_format=memory_format)

@@ -267,3 +267,13 @@ def test_test_images_survive_preprocessing(name, dataset, layout, floor, data_di
     with torch.inference_mode():
         acc = (model(torch.from_numpy(xs)).argmax(1) == test.labels[:500]).float().mean().item()
     assert acc >= floor, acc
+
+
+def test_checkpoint_records_every_model_argument(tiny_checkpoint):
+    """Defaults filled in, so a checkpoint rebuilds the same model even if a registry default changes."""
+    args = load_checkpoint(tiny_checkpoint)["model_args"]
+    assert args == {"num_classes": 10, "width": 8, "dropout": 0.1}
+    from engine.models import resolve_model_args
+    assert resolve_model_args("rnn", num_classes=3) == {"num_classes": 3, "hidden": 128, "cell": "gru", "layers": 1}
+    with pytest.raises(TypeError):
+        resolve_model_args("mlp", widht=3)  # a misspelt argument is refused, not silently recorded
