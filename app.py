@@ -319,6 +319,7 @@ def build_demo() -> gr.Blocks:
     offered0 = MODELS[model0].offered
     backend0 = DEFAULT_BACKEND if DEFAULT_BACKEND in offered0 else offered0[0]
     galleries = {"mnist": "Real MNIST test digits", "fashion": "Real Fashion-MNIST test items"}
+    examples: list[gr.Examples] = []
 
     with gr.Blocks(title="Digits: train in PyTorch, ship on ONNX Runtime") as demo:
         gr.Markdown("# Digits\nDraw a digit (or upload an image): the prediction updates as you draw.")
@@ -343,11 +344,11 @@ def build_demo() -> gr.Blocks:
                             for name, title in galleries.items():
                                 files = sorted(EXAMPLES_DIR.glob(f"{name}_*.png"))
                                 if name in MODELS and files:
-                                    # The model is a column of the example, so one update sets the image and the
-                                    # model together and every prediction it triggers sees both (a separate
-                                    # model switch raced the image: a sneaker read by the digit model).
-                                    gr.Examples([[str(f), name] for f in files], inputs=[upload, model], label=title,
-                                                cache_examples=False, examples_per_page=10)
+                                    # The model is a column of the example: one update sets the image and the
+                                    # model together, and the prediction runs after it (below) with both.
+                                    examples.append(gr.Examples([[str(f), name] for f in files], inputs=[upload, model],
+                                                                label=title, cache_examples=False,
+                                                                examples_per_page=10))
                     with gr.Row():
                         model.render()
                         backend.render()
@@ -366,12 +367,18 @@ def build_demo() -> gr.Blocks:
             bench_plot = gr.Image(label="Throughput and latency", type="filepath", interactive=False)
 
         outputs = [label, preview, timing]
-        # Live: every stroke, upload, example, backend or model change re-reads the visible input. One
-        # listener with "always_last": a user's predictions run one after another (never an older answer
-        # over a newer one), and changes made while one runs collapse into a single next run.
-        gr.on([sketch.change, upload.change, backend.input, model.change], predict_page,
-              [source, sketch, upload, backend, model], outputs, api_visibility="private",
-              trigger_mode="always_last", show_progress="hidden", concurrency_id="predict")
+        # Live: every stroke, upload, backend or model choice re-reads the visible input. "always_last": a
+        # user's predictions run one after another (never an older answer over a newer one), and changes
+        # made while one runs collapse into a single next run. Only the user's own changes trigger it
+        # (.input, not .change): an example click sets the image and the model in one update, but the
+        # model's .change fired before the image had its new value, so the fashion model read the old
+        # digit ("Sandal" for a 3) and that answer could land last.
+        live = dict(outputs=outputs, api_visibility="private", trigger_mode="always_last",
+                    show_progress="hidden", concurrency_id="predict")
+        inputs = [source, sketch, upload, backend, model]
+        gr.on([sketch.change, upload.input, backend.input, model.input], predict_page, inputs, **live)
+        for gallery in examples:  # after the example's image and model are both in place: one prediction
+            gallery.load_input_event.then(predict_page, inputs, **live)
         model.change(_backend_choices, [model, backend], backend, queue=False, api_visibility="private")
         # The API: strict versions of the same two functions (an empty input is an error for a client).
         api_only = gr.Button(visible=False)

@@ -5,6 +5,7 @@ Needs a Chromium binary: /usr/bin/chromium (`apt-get install -y chromium`, as .c
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -83,10 +84,50 @@ def test_draw_a_digit_and_read_the_prediction(page):
     assert predicted(page, "4") == "4"
 
 
+class Predictions:
+    """The prediction requests the page sends to the server (the queue's join calls), as (inputs, ...) lists."""
+
+    def __init__(self, page):
+        self.sent: list[list] = []
+        page.on("request", self._seen)
+
+    def _seen(self, request) -> None:
+        if request.method == "POST" and "/queue/join" in request.url:
+            self.sent.append(json.loads(request.post_data or "{}").get("data") or [])
+
+    def images(self) -> list[tuple[str, str]]:
+        """(upload file name, model) of each request that carried an uploaded image."""
+        return [(Path(d[2]["path"]).name, d[-1]) for d in self.sent if isinstance(d[2], dict) and d[2].get("path")]
+
+
 def test_pick_an_example_image(page):
+    requests = Predictions(page)
     page.get_by_role("tab", name="Upload").click()
     page.locator("img[src*='mnist_3.png']").first.click()  # a real MNIST test 3 from examples/
     assert predicted(page, "3") == "3"
+    requests.sent.clear()
     page.locator("img[src*='fashion_sneaker.png']").first.click()  # switches the model to fashion too
     assert predicted(page, "Sneaker") == "Sneaker"
     assert page.locator("#model input").input_value() == "fashion"
+    # One prediction, with the new image and the new model together: never the fashion model on the old 3
+    # (it reads "Sandal"), which a model-change event used to send and which could land last.
+    page.wait_for_timeout(1000)
+    assert requests.images() == [("fashion_sneaker.png", "fashion")]
+
+
+def test_upload_a_file_then_switch_the_model(page):
+    page.get_by_role("tab", name="Upload").click()
+    choose_model(page, "mnist")
+    page.locator("#upload input[type=file]").set_input_files(str(ROOT / "examples" / "fashion_sneaker.png"))
+    page.wait_for_function("() => /^ONNX Runtime.*: /.test(document.querySelector('#timing textarea').value)")
+    assert predicted(page, "x").isdigit()  # the digit model can only answer with a digit
+    choose_model(page, "fashion")  # the user's own choice re-reads the uploaded image
+    assert predicted(page, "Sneaker") == "Sneaker"
+    page.locator('#upload button[aria-label="Remove Image"]').click()
+    page.wait_for_function("() => document.querySelector('#timing textarea').value.startsWith('draw a digit')")
+
+
+def choose_model(page, name: str) -> None:
+    page.locator("#model input").click()
+    page.get_by_role("option", name=name, exact=True).click()
+    page.wait_for_function(f"() => document.querySelector('#model input').value === {name!r}")
