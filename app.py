@@ -297,9 +297,17 @@ def _backend_choices(model: str, backend: str):
     return gr.Dropdown(choices=_served(model).offered, value=_usable_backend(model, backend))
 
 
-def predict_page(source: str, sketch, image, backend: str, model: str):
-    """The page's one prediction listener: the input on the visible tab, with the chosen backend and model."""
-    return predict_live(sketch if source == "sketch" else image, _usable_backend(model, backend), model)
+def _if_visible(tab: str):
+    """The page's listener for one input (tab "sketch" or "upload"): predicts while that tab is the one shown
+    and leaves the outputs alone otherwise. The page gathers an event's inputs in the browser before it
+    sends them (a sketch is uploaded first), so a request can arrive after the user has moved on; each
+    request is checked against the tab shown when it runs, not when it left."""
+    def listener(source: str, image, backend: str, model: str):
+        if source != tab:
+            return gr.skip(), gr.skip(), gr.skip()
+        return predict_live(image, _usable_backend(model, backend), model)
+    listener.__name__ = f"predict_{tab}_if_visible"
+    return listener
 
 
 def run_benchmark_tab(model: str, progress=gr.Progress()):
@@ -323,7 +331,7 @@ def build_demo() -> gr.Blocks:
 
     with gr.Blocks(title="Digits: train in PyTorch, ship on ONNX Runtime") as demo:
         gr.Markdown("# Digits\nDraw a digit (or upload an image): the prediction updates as you draw.")
-        source = gr.State("sketch")  # which input the user is looking at, re-read when the backend changes
+        source = gr.State("sketch")  # the tab the user is looking at: "sketch" (Draw) or "upload"
         model = gr.Dropdown(names, value=model0, label="Model", render=False, elem_id="model")
         backend = gr.Dropdown(offered0, value=backend0, label="Backend", render=False, elem_id="backend")
         with gr.Tab("Predict"):
@@ -367,18 +375,26 @@ def build_demo() -> gr.Blocks:
             bench_plot = gr.Image(label="Throughput and latency", type="filepath", interactive=False)
 
         outputs = [label, preview, timing]
-        # Live: every stroke, upload, backend or model choice re-reads the visible input. "always_last": a
-        # user's predictions run one after another (never an older answer over a newer one), and changes
-        # made while one runs collapse into a single next run. Only the user's own changes trigger it
-        # (.input, not .change): an example click sets the image and the model in one update, but the
-        # model's .change fired before the image had its new value, so the fashion model read the old
-        # digit ("Sandal" for a 3) and that answer could land last.
+        # Live: every stroke, upload, example, backend or model choice, and every switch of tab, predicts
+        # the input on the visible tab. One listener per input, each answering only while its tab is shown:
+        # a listener that read both inputs raced (the sketchpad fires "change" when its tab is hidden, and
+        # its request, gathered before the example image arrived, cleared the example's answer). Only the
+        # user's own changes trigger them (.input, not .change): an example click sets the image and the
+        # model in one update, and the model's .change fired before the image had its new value (the
+        # fashion model read the old digit). "always_last": one user's predictions for an input run one
+        # after another (never an older answer over a newer one); changes made while one runs collapse
+        # into a single next run.
         live = dict(outputs=outputs, api_visibility="private", trigger_mode="always_last",
                     show_progress="hidden", concurrency_id="predict")
-        inputs = [source, sketch, upload, backend, model]
-        gr.on([sketch.change, upload.input, backend.input, model.input], predict_page, inputs, **live)
-        for gallery in examples:  # after the example's image and model are both in place: one prediction
-            gallery.load_input_event.then(predict_page, inputs, **live)
+        drawn = _if_visible("sketch"), [source, sketch, backend, model]
+        uploaded = _if_visible("upload"), [source, upload, backend, model]
+        gr.on([sketch.change, backend.input, model.input], *drawn, **live)
+        gr.on([upload.input, backend.input, model.input], *uploaded, **live)
+        for gallery in examples:  # after the example's image and model are both in place
+            gallery.load_input_event.then(*uploaded, **live)
+        for tab, name, listener in ((draw_tab, "sketch", drawn), (upload_tab, "upload", uploaded)):
+            tab.select(lambda name=name: name, None, source, queue=False, api_visibility="private").then(
+                *listener, **live)
         model.change(_backend_choices, [model, backend], backend, queue=False, api_visibility="private")
         # The API: strict versions of the same two functions (an empty input is an error for a client).
         api_only = gr.Button(visible=False)
@@ -386,8 +402,6 @@ def build_demo() -> gr.Blocks:
                        concurrency_id="predict")
         api_only.click(predict_upload, [upload, backend, model], outputs, api_name="predict_upload",
                        concurrency_id="predict")
-        draw_tab.select(lambda: "sketch", None, source, queue=False, api_visibility="private")
-        upload_tab.select(lambda: "upload", None, source, queue=False, api_visibility="private")
         demo.load(None, js=SELECT_BRUSH_JS)
         bench_button.click(run_benchmark_tab, [model], [bench_table, bench_plot],
                            api_visibility="private", concurrency_limit=1, concurrency_id="benchmark")

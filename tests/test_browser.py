@@ -20,6 +20,7 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 30_000
+LABEL = '#label [data-testid="label-output-value"]'  # the top class's name in the "Top 3" output
 
 # strokes as fractions of the canvas (x, y), like a person drawing with a mouse
 SEVEN = [[(0.30, 0.22), (0.70, 0.22), (0.45, 0.80)]]
@@ -29,21 +30,34 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary: ap
 
 
 @pytest.fixture(scope="module")
-def page():
+def browser():
+    """(Chromium, the app's URL): one real app server and one browser for the module."""
     from playwright.sync_api import sync_playwright
 
     if not (CHECKPOINTS / "mnist_cnn.pt").is_file():
         pytest.fail(f"{CHECKPOINTS / 'mnist_cnn.pt'} is missing: the app serves the shipped checkpoints")
     with AppServer(["--checkpoints-dir", str(CHECKPOINTS)]) as server, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(server.url)
-            page.wait_for_selector("#sketch canvas")
-            yield page
+            yield chromium, server.url
         finally:
-            browser.close()
+            chromium.close()
+
+
+def open_page(context, url: str):
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_selector("#sketch canvas")
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    chromium, url = browser
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    yield open_page(context, url)
+    context.close()
 
 
 def draw(page, strokes) -> None:
@@ -58,16 +72,21 @@ def draw(page, strokes) -> None:
         page.mouse.up()
 
 
+def label_text(page) -> str:
+    label = page.locator(LABEL)
+    return label.text_content().strip() if label.count() else ""
+
+
 def predicted(page, expected: str) -> str:
     """The label once it shows `expected` (or whatever it shows when the wait runs out)."""
-    selector = '#label [data-testid="label-output-value"]'
-    label = page.locator(selector)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     try:
         page.wait_for_function("([sel, want]) => document.querySelector(sel)?.textContent.trim() === want",
-                               arg=[selector, expected], timeout=TIMEOUT_MS)
-    except Exception:
+                               arg=[LABEL, expected], timeout=TIMEOUT_MS)
+    except PlaywrightTimeoutError:
         pass
-    return label.text_content().strip() if label.count() else ""
+    return label_text(page)
 
 
 def test_draw_a_digit_and_read_the_prediction(page):
@@ -96,8 +115,9 @@ class Predictions:
             self.sent.append(json.loads(request.post_data or "{}").get("data") or [])
 
     def images(self) -> list[tuple[str, str]]:
-        """(upload file name, model) of each request that carried an uploaded image."""
-        return [(Path(d[2]["path"]).name, d[-1]) for d in self.sent if isinstance(d[2], dict) and d[2].get("path")]
+        """(file name, model) of each request that carried an uploaded image (a sketch has no "path")."""
+        return [(Path(d[1]["path"]).name, d[-1]) for d in self.sent
+                if len(d) > 1 and isinstance(d[1], dict) and d[1].get("path")]
 
 
 def test_pick_an_example_image(page):
@@ -113,6 +133,15 @@ def test_pick_an_example_image(page):
     # (it reads "Sandal"), which a model-change event used to send and which could land last.
     page.wait_for_timeout(1000)
     assert requests.images() == [("fashion_sneaker.png", "fashion")]
+    # and nothing came after it: the sketchpad fires "change" when its tab is hidden, and that request
+    # (with the upload as it was before the click) once blanked the answer a moment after it appeared
+    assert label_text(page) == "Sneaker"
+    # each tab shows the answer for its own input: an empty canvas on Draw, the sneaker again on Upload
+    page.get_by_role("tab", name="Draw").click()
+    page.locator('#sketch button[aria-label="Clear canvas"]').click()
+    page.wait_for_function("() => document.querySelector('#timing textarea').value.startsWith('draw a digit')")
+    page.get_by_role("tab", name="Upload").click()
+    assert predicted(page, "Sneaker") == "Sneaker"
 
 
 def test_upload_a_file_then_switch_the_model(page):
@@ -120,8 +149,7 @@ def test_upload_a_file_then_switch_the_model(page):
     choose_model(page, "mnist")
     page.locator("#upload input[type=file]").set_input_files(str(ROOT / "examples" / "fashion_sneaker.png"))
     # the digit model can only answer with a digit
-    page.wait_for_function("() => /^[0-9]$/.test(document.querySelector("
-                           "'#label [data-testid=\"label-output-value\"]')?.textContent.trim())")
+    page.wait_for_function("sel => /^[0-9]$/.test(document.querySelector(sel)?.textContent.trim())", arg=LABEL)
     choose_model(page, "fashion")  # the user's own choice re-reads the uploaded image
     assert predicted(page, "Sneaker") == "Sneaker"
     page.locator('#upload button[aria-label="Remove Image"]').click()
@@ -132,3 +160,31 @@ def choose_model(page, name: str) -> None:
     page.locator("#model input").click()
     page.get_by_role("option", name=name, exact=True).click()
     page.wait_for_function(f"() => document.querySelector('#model input').value === {name!r}")
+
+
+def test_draw_with_a_finger_on_a_phone(browser):
+    """A phone-sized touch screen: the canvas fits the width, and a finger (touch events, no mouse) draws."""
+    chromium, url = browser
+    context = chromium.new_context(viewport={"width": 412, "height": 915}, device_scale_factor=2.6,
+                                   is_mobile=True, has_touch=True)
+    try:
+        page = open_page(context, url)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 412  # no sideways scrolling
+        box = page.locator("#sketch canvas").first.bounding_box()
+        assert box["width"] >= 300 and box["x"] >= 0 and box["x"] + box["width"] <= 412
+        touch = context.new_cdp_session(page)
+        size = min(box["width"], box["height"]) * 0.8
+        x0, y0 = box["x"] + (box["width"] - size) / 2, box["y"] + (box["height"] - size) / 2
+        # a sloppy 7: a tilted bar and a wobbly stem, one continuous stroke of finger moves
+        path = [(0.25, 0.25), (0.50, 0.20), (0.72, 0.24), (0.60, 0.45), (0.55, 0.55), (0.47, 0.82)]
+        points = [(x0 + (a + (c - a) * t / 4) * size, y0 + (b + (d - b) * t / 4) * size)
+                  for (a, b), (c, d) in zip(path, path[1:]) for t in range(4)]
+        points.append((x0 + path[-1][0] * size, y0 + path[-1][1] * size))
+        touch.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": points[0][0],
+                                                                                         "y": points[0][1]}]})
+        for x, y in points[1:]:
+            touch.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+        touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        assert predicted(page, "7") == "7"
+    finally:
+        context.close()
