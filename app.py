@@ -375,15 +375,12 @@ def build_demo() -> gr.Blocks:
             bench_plot = gr.Image(label="Throughput and latency", type="filepath", interactive=False)
 
         outputs = [label, preview, timing]
-        # Live: every stroke, upload, example, backend or model choice, and every switch of tab, predicts
-        # the input on the visible tab. One listener per input, each answering only while its tab is shown:
-        # a listener that read both inputs raced (the sketchpad fires "change" when its tab is hidden, and
-        # its request, gathered before the example image arrived, cleared the example's answer). Only the
-        # user's own changes trigger them (.input, not .change): an example click sets the image and the
-        # model in one update, and the model's .change fired before the image had its new value (the
-        # fashion model read the old digit). "always_last": one user's predictions for an input run one
-        # after another (never an older answer over a newer one); changes made while one runs collapse
-        # into a single next run.
+        # Live: every stroke, upload, example, backend or model choice and tab switch predicts the input on
+        # the visible tab; one listener per input (see _if_visible: the hidden sketchpad fires a late
+        # "change"). Only the user's own changes trigger them (.input, not .change): an example sets the
+        # image and the model in one update, and the model's .change fired before the image had its new
+        # value (the fashion model read the old digit). "always_last": one input's predictions run one
+        # after another, and changes made while one runs collapse into a single next run.
         live = dict(outputs=outputs, api_visibility="private", trigger_mode="always_last",
                     show_progress="hidden", concurrency_id="predict")
         drawn = _if_visible("sketch"), [source, sketch, backend, model]
