@@ -60,16 +60,27 @@ def page(browser):
     context.close()
 
 
-def draw(page, strokes) -> None:
+def on_canvas(page):
+    """Maps (x, y) fractions of a square drawing area in the middle of the canvas to page coordinates."""
     box = page.locator("#sketch canvas").first.bounding_box()
-    size = min(box["width"], box["height"]) * 0.8  # a square drawing area in the middle of the canvas
+    size = min(box["width"], box["height"]) * 0.8
     x0, y0 = box["x"] + (box["width"] - size) / 2, box["y"] + (box["height"] - size) / 2
+    return lambda x, y: (x0 + x * size, y0 + y * size)
+
+
+def draw(page, strokes) -> None:
+    at = on_canvas(page)
     for stroke in strokes:
-        page.mouse.move(x0 + stroke[0][0] * size, y0 + stroke[0][1] * size)
+        page.mouse.move(*at(*stroke[0]))
         page.mouse.down()
         for x, y in stroke[1:]:
-            page.mouse.move(x0 + x * size, y0 + y * size, steps=3)
+            page.mouse.move(*at(x, y), steps=3)
         page.mouse.up()
+
+
+def wait_for_empty_hint(page) -> None:
+    """The outputs blanked with the hint: nothing to read on the visible tab."""
+    page.wait_for_function("() => document.querySelector('#timing textarea').value.startsWith('draw a digit')")
 
 
 def label_text(page) -> str:
@@ -97,7 +108,7 @@ def test_draw_a_digit_and_read_the_prediction(page):
     assert predicted(page, "7") == "7"
     assert page.locator("#timing textarea").input_value().startswith("ONNX Runtime: ")
     page.locator('#sketch button[aria-label="Clear canvas"]').click()
-    page.wait_for_function("() => document.querySelector('#timing textarea').value.startsWith('draw a digit')")
+    wait_for_empty_hint(page)
     assert "highlight" in brush.get_attribute("class")  # still drawable after clearing
     draw(page, FOUR)
     assert predicted(page, "4") == "4"
@@ -139,7 +150,7 @@ def test_pick_an_example_image(page):
     # each tab shows the answer for its own input: an empty canvas on Draw, the sneaker again on Upload
     page.get_by_role("tab", name="Draw").click()
     page.locator('#sketch button[aria-label="Clear canvas"]').click()
-    page.wait_for_function("() => document.querySelector('#timing textarea').value.startsWith('draw a digit')")
+    wait_for_empty_hint(page)
     page.get_by_role("tab", name="Upload").click()
     assert predicted(page, "Sneaker") == "Sneaker"
 
@@ -153,7 +164,7 @@ def test_upload_a_file_then_switch_the_model(page):
     choose_model(page, "fashion")  # the user's own choice re-reads the uploaded image
     assert predicted(page, "Sneaker") == "Sneaker"
     page.locator('#upload button[aria-label="Remove Image"]').click()
-    page.wait_for_function("() => document.querySelector('#timing textarea').value.startsWith('draw a digit')")
+    wait_for_empty_hint(page)
 
 
 def choose_model(page, name: str) -> None:
@@ -173,13 +184,11 @@ def test_draw_with_a_finger_on_a_phone(browser):
         box = page.locator("#sketch canvas").first.bounding_box()
         assert box["width"] >= 300 and box["x"] >= 0 and box["x"] + box["width"] <= 412
         touch = context.new_cdp_session(page)
-        size = min(box["width"], box["height"]) * 0.8
-        x0, y0 = box["x"] + (box["width"] - size) / 2, box["y"] + (box["height"] - size) / 2
+        at = on_canvas(page)
         # a sloppy 7: a tilted bar and a wobbly stem, one continuous stroke of finger moves
         path = [(0.25, 0.25), (0.50, 0.20), (0.72, 0.24), (0.60, 0.45), (0.55, 0.55), (0.47, 0.82)]
-        points = [(x0 + (a + (c - a) * t / 4) * size, y0 + (b + (d - b) * t / 4) * size)
-                  for (a, b), (c, d) in zip(path, path[1:]) for t in range(4)]
-        points.append((x0 + path[-1][0] * size, y0 + path[-1][1] * size))
+        points = [at(a + (c - a) * t / 4, b + (d - b) * t / 4) for (a, b), (c, d) in zip(path, path[1:])
+                  for t in range(4)] + [at(*path[-1])]
         touch.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": points[0][0],
                                                                                          "y": points[0][1]}]})
         for x, y in points[1:]:
