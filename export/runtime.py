@@ -31,6 +31,7 @@ _ONNX_BACKENDS = {"ONNX Runtime": ("onnx", "cpu"), "ONNX Runtime int8": ("int8",
                   "ONNX Runtime CUDA": ("onnx", "cuda"), "ONNX Runtime CUDA fp16": ("fp16", "cuda")}
 ARTIFACT_SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "int8": ".int8.onnx",
                      "fp16": ".fp16.onnx"}
+REFUSALS_SUFFIX = ".refused.json"  # <stem>.refused.json: the variants the last export refused, and why
 TORCHSCRIPT_META = "export_meta.json"  # name of the metadata entry inside a TorchScript archive
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
@@ -56,6 +57,28 @@ def artifact_paths(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | N
     checkpoint = Path(checkpoint)
     out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent
     return {kind: out_dir / f"{checkpoint.stem}{suffix}" for kind, suffix in ARTIFACT_SUFFIXES.items()}
+
+
+def refusals_path(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    checkpoint = Path(checkpoint)
+    out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent
+    return out_dir / f"{checkpoint.stem}{REFUSALS_SUFFIX}"
+
+
+def refused_exports(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+                    checkpoint_sha256: str | None = None) -> dict[str, str]:
+    """{kind: reason} for the variants that `python -m export` refused to write for this exact checkpoint
+    (an int8 file that missed its accuracy check on this CPU, say). A refused variant is not offered; it
+    is not a problem to report as missing. A record made for another checkpoint version is ignored."""
+    path = refusals_path(checkpoint, out_dir)
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    sha = checkpoint_sha256 or file_sha256(checkpoint)
+    return dict(record.get("refused", {})) if record.get("checkpoint_sha256") == sha else {}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -132,10 +155,12 @@ def check_exports(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | No
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     sha = file_sha256(checkpoint)
+    refused = refused_exports(checkpoint, out_dir, sha)
     problems = []
     for kind, path in artifact_paths(checkpoint, out_dir).items():
         if not path.is_file():
-            problems.append(f"{kind}: {path} is missing")
+            if kind not in refused:  # a refused variant is simply not offered (see refused_exports)
+                problems.append(f"{kind}: {path} is missing")
             continue
         try:
             meta = read_metadata(path)
@@ -292,6 +317,10 @@ def load_runtime(checkpoint: str | os.PathLike, backend: str, threads: int = 0, 
     kind = "torchscript" if backend == "TorchScript" else _ONNX_BACKENDS[backend][0]
     path = artifact_paths(checkpoint, out_dir)[kind]
     if not path.is_file():
+        refused = refused_exports(checkpoint, out_dir, sha).get(kind)
+        if refused:
+            raise MissingExportError(f"{backend} is not offered for {checkpoint.name}: the export refused "
+                                     f"{path.name} ({refused})")
         raise MissingExportError(f"{backend} needs {path}, which does not exist; create it with "
                                  f"`{rebuild_command(checkpoint, out_dir)}`")
     if backend == "TorchScript":
