@@ -34,8 +34,8 @@ from engine.checkpoint import CheckpointError
 from engine.models import InputSpec
 from engine.preprocess import EmptyInputError, PreprocessError, check_size, open_image, preprocess
 from export.benchmark import format_table, plot_results, run_benchmark
-from export.runtime import (MissingExportError, Runtime, StaleExportError, available_backends,
-                            check_exports, load_runtime)
+from export.runtime import (MissingExportError, RefusedExportError, Runtime, StaleExportError,
+                            available_backends, check_exports, load_runtime)
 
 ROOT = Path(__file__).resolve().parent
 SHIPPED = {"mnist": "mnist_cnn.pt", "fashion": "fashion_cnn.pt"}  # model name -> file in checkpoints/
@@ -108,16 +108,20 @@ def load_served_model(name: str, checkpoint: Path, only_fresh: bool) -> ServedMo
     """
     for problem in check_exports(checkpoint):
         print(f"warning: {name}: {problem}", file=sys.stderr)
-    runtimes, problems = {}, {}
+    runtimes, problems, refused = {}, {}, set()
     for backend in available_backends():
         try:
             runtimes[backend] = load_runtime(checkpoint, backend)
+        except RefusedExportError as e:  # failed its checks at export (int8 on this CPU, say): not offered
+            print(f"note: {name}: {e}", file=sys.stderr)
+            problems[backend] = str(e)
+            refused.add(backend)
         except (MissingExportError, StaleExportError) as e:
             problems[backend] = str(e)
     if not runtimes:
         raise CheckpointError(f"no backend can serve {checkpoint}: " + "; ".join(problems.values()))
     spec = next(iter(runtimes.values())).spec
-    offered = list(runtimes) if only_fresh else available_backends()
+    offered = list(runtimes) if only_fresh else [b for b in available_backends() if b not in refused]
     return ServedModel(name, Path(checkpoint), spec, runtimes, problems, offered)
 
 

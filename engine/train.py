@@ -68,12 +68,18 @@ def get_args(argv=None) -> argparse.Namespace:
 # Setup helpers
 
 
-def cpu_has_fast_bf16() -> bool:
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        fn = getattr(torch.cpu, probe, None)
-        if fn is not None and fn():
-            return True
-    return False
+def cpu_has_fast_bf16(capabilities: dict | None = None) -> bool:
+    """Native bf16 on this CPU (AMX-BF16 or AVX512-BF16)? Elsewhere bf16 autocast is emulated through
+    fp32 conversions: slower than fp32 and less accurate. capabilities: torch.cpu.get_capabilities()."""
+    caps = torch.cpu.get_capabilities() if capabilities is None else capabilities
+    return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
+
+
+def autocast_dtype(amp: str, device_type: str, capabilities: dict | None = None) -> torch.dtype | None:
+    """bf16 when asked (--amp bf16), or with --amp auto on CUDA and on CPUs with native bf16; else None."""
+    if amp == "bf16" or (amp == "auto" and (device_type == "cuda" or cpu_has_fast_bf16(capabilities))):
+        return torch.bfloat16
+    return None
 
 
 def setup_distributed(device_arg: str) -> tuple[int, int, int]:
@@ -244,8 +250,7 @@ def main(argv=None) -> dict:
     rank, world_size, local_rank = setup_distributed(args.device)
     master = rank == 0
     device = pick_device(args.device, local_rank)
-    use_amp = args.amp == "bf16" or (args.amp == "auto" and (device.type == "cuda" or cpu_has_fast_bf16()))
-    amp_dtype = torch.bfloat16 if use_amp else None
+    amp_dtype = autocast_dtype(args.amp, device.type)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -48,6 +48,10 @@ class MissingExportError(RuntimeError):
     """The export file for a backend does not exist yet."""
 
 
+class RefusedExportError(MissingExportError):
+    """The export was refused by `python -m export` (it failed its checks here): the backend is not offered."""
+
+
 def rebuild_command(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> str:
     return f"python -m export --checkpoint {checkpoint}" + (f" --out-dir {out_dir}" if out_dir else "")
 
@@ -319,7 +323,7 @@ def load_runtime(checkpoint: str | os.PathLike, backend: str, threads: int = 0, 
     if not path.is_file():
         refused = refused_exports(checkpoint, out_dir, sha).get(kind)
         if refused:
-            raise MissingExportError(f"{backend} is not offered for {checkpoint.name}: the export refused "
+            raise RefusedExportError(f"{backend} is not offered for {checkpoint.name}: the export refused "
                                      f"{path.name} ({refused})")
         raise MissingExportError(f"{backend} needs {path}, which does not exist; create it with "
                                  f"`{rebuild_command(checkpoint, out_dir)}`")

@@ -123,6 +123,23 @@ def test_tiny_training_loss_falls(data_dir, tmp_path):
     assert set(ckpt["versions"]) >= {"torch", "torchvision", "python"}
 
 
+def test_bf16_autocast_only_on_cpus_with_native_bf16():
+    from engine.train import autocast_dtype, cpu_has_fast_bf16
+    avx2 = {"avx2": True, "fma3": True, "avx512_f": False, "avx512_vnni": False, "avx512_bf16": False,
+            "amx_tile": False, "amx_bf16": False}  # an AMD EPYC like the one this project is developed on
+    assert autocast_dtype("auto", "cpu", avx2) is None
+    assert autocast_dtype("auto", "cpu", {**avx2, "avx512_f": True, "avx512_vnni": True}) is None  # VNNI, no bf16
+    assert autocast_dtype("auto", "cpu", {**avx2, "avx512_bf16": True}) is torch.bfloat16
+    assert autocast_dtype("auto", "cpu", {**avx2, "amx_tile": True, "amx_bf16": True}) is torch.bfloat16
+    assert autocast_dtype("auto", "cuda", avx2) is torch.bfloat16
+    assert autocast_dtype("off", "cpu", {**avx2, "amx_bf16": True}) is None
+    assert autocast_dtype("bf16", "cpu", avx2) is torch.bfloat16  # asked for explicitly
+    # On the CPU running this test, the decision follows what the kernel reports about it.
+    if Path("/proc/cpuinfo").is_file() and torch.cpu.get_capabilities().get("architecture") == "x86_64":
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+        assert cpu_has_fast_bf16() == bool({"avx512_bf16", "amx_bf16"} & flags), sorted(flags)
+
+
 def test_dry_run(data_dir, tmp_path):
     r = _train(["--dry-run", "--model", "mlp", "--data-dir", data_dir, "--no-progress", "--out", str(tmp_path / "d.pt")])
     assert r.returncode == 0, r.stderr

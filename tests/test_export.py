@@ -20,7 +20,8 @@ from engine.models import InputSpec, create_model, list_models
 from export.convert import convert_fp16, export_onnx, export_torchscript, quantize_int8
 from export.runtime import (BACKEND_NAMES, MissingExportError, OrtRuntime, StaleExportError, TorchRuntime,
                             artifact_paths, available_backends, check_exports, export_metadata,
-                            load_runtime, load_torchscript, ort_session, read_metadata)
+                            load_runtime, load_torchscript, ort_session, read_metadata, refusals_path,
+                            refused_exports)
 from export.verify import accuracy_check, parity
 
 
@@ -51,10 +52,22 @@ def exported(tmp_path_factory, tiny_checkpoint, data_dir) -> Path:
 
 
 def copy_exports(ckpt: Path, dest: Path) -> Path:
-    """A private copy of a checkpoint and its exports, for tests that modify them."""
-    for path in [ckpt, *artifact_paths(ckpt).values()]:
-        shutil.copy(path, dest / path.name)
+    """A private copy of a checkpoint and its exports (and the record of refused ones), for tests that
+    modify them."""
+    for path in [ckpt, *artifact_paths(ckpt).values(), refusals_path(ckpt)]:
+        if path.is_file():
+            shutil.copy(path, dest / path.name)
     return dest / ckpt.name
+
+
+def written(ckpt: Path) -> dict[str, Path]:
+    """The exports present beside `ckpt`. Whether int8 passes its accuracy check depends on the CPU's
+    int8 kernels, so tests take whichever variants the exporter wrote and never assume int8 is one."""
+    refused = refused_exports(ckpt)
+    assert not {"torchscript", "onnx"} & set(refused), refused  # fp32 never depends on the CPU
+    present = {kind: path for kind, path in artifact_paths(ckpt).items() if path.is_file()}
+    assert set(present) | set(refused) == set(artifact_paths(ckpt)), "an export is neither written nor refused"
+    return present
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -122,8 +135,7 @@ def test_accuracy_check_tolerance_follows_the_sample_size():
 
 def test_cli_writes_verified_exports_with_metadata(exported, tiny_checkpoint):
     ckpt = load_checkpoint(exported)
-    for kind, path in artifact_paths(exported).items():
-        assert path.is_file(), kind
+    for kind, path in written(exported).items():
         meta = read_metadata(path)
         assert meta["checkpoint_sha256"] == export_cli.file_sha256(exported)
         assert meta["model_name"] == "cnn"
@@ -131,9 +143,11 @@ def test_cli_writes_verified_exports_with_metadata(exported, tiny_checkpoint):
         restored = InputSpec(*json.loads(meta["input_size"]), mean=float(meta["mean"]),
                              std=float(meta["std"]), class_names=json.loads(meta["class_names"]))
         assert restored == spec
-    assert read_metadata(artifact_paths(exported)["int8"])["precision"] == "int8"
-    assert check_exports(exported) == []
-    assert not list(exported.parent.glob("*.tmp"))
+    for kind, precision in (("onnx", "fp32"), ("int8", "int8"), ("fp16", "fp16")):
+        if kind in written(exported):
+            assert read_metadata(artifact_paths(exported)[kind])["precision"] == precision
+    assert check_exports(exported) == []  # a refused variant is not offered, not a problem
+    assert not list(exported.parent.glob("*.tmp")) and not list(exported.parent.glob(".export-*"))
 
 
 def test_every_backend_agrees_with_pytorch(exported, test_x):
@@ -143,6 +157,10 @@ def test_every_backend_agrees_with_pytorch(exported, test_x):
     x = test_x[:64]
     ref = load_runtime(exported, "PyTorch").predict_proba(x)
     for backend in available_backends()[1:]:
+        if backend == "ONNX Runtime int8" and "int8" not in written(exported):
+            with pytest.raises(MissingExportError, match="refused"):
+                load_runtime(exported, backend)
+            continue
         rt = load_runtime(exported, backend)
         probs = rt.predict_proba(x)
         assert probs.shape == (64, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
@@ -200,10 +218,13 @@ def test_stale_export_is_refused_with_the_rebuild_command(exported, tmp_path):
     save_checkpoint(ckpt_path, {k: v for k, v in ckpt.items() if k != "format"})  # "re-trained"
 
     problems = check_exports(ckpt_path)
-    assert len(problems) == 5 and "changed since the export" in problems[0]
+    # a refused variant's record belongs to the old checkpoint: now it is simply missing
+    assert len(problems) == len(artifact_paths(ckpt_path)) + 1
+    assert "changed since the export" in problems[0]
     assert f"python -m export --checkpoint {ckpt_path}" in problems[-1]
     assert export_cli.main(["--checkpoint", str(ckpt_path), "--check"]) == 1
-    for backend in ("TorchScript", "ONNX Runtime", "ONNX Runtime int8"):
+    backends = ["TorchScript", "ONNX Runtime"] + (["ONNX Runtime int8"] if "int8" in written(exported) else [])
+    for backend in backends:
         with pytest.raises(StaleExportError, match=f"python -m export --checkpoint {ckpt_path}"):
             load_runtime(ckpt_path, backend)
     load_runtime(ckpt_path, "PyTorch")  # the checkpoint itself is always current
@@ -232,12 +253,12 @@ def test_missing_export_says_how_to_build_it(tiny_checkpoint, exported, tmp_path
     shutil.copy(tiny_checkpoint, ckpt_path)
     with pytest.raises(MissingExportError, match=f"python -m export --checkpoint {ckpt_path}"):
         load_runtime(ckpt_path, "ONNX Runtime int8")
-    assert len(check_exports(ckpt_path)) == 5
+    assert len(check_exports(ckpt_path)) == len(artifact_paths(ckpt_path)) + 1
     # The same checkpoint with its exports in another folder (--out-dir) is found and accepted there.
     same = tmp_path / exported.name
     shutil.copy(exported, same)
     assert check_exports(same, out_dir=exported.parent) == []
-    load_runtime(same, "ONNX Runtime int8", out_dir=exported.parent)
+    load_runtime(same, "ONNX Runtime", out_dir=exported.parent)
     assert f"--out-dir {tmp_path}" in check_exports(same, out_dir=tmp_path)[-1]
 
 
@@ -246,7 +267,7 @@ def test_missing_export_says_how_to_build_it(tiny_checkpoint, exported, tmp_path
 
 
 def _snapshot(ckpt_path: Path) -> dict[str, bytes]:
-    return {kind: path.read_bytes() for kind, path in artifact_paths(ckpt_path).items()}
+    return {kind: path.read_bytes() for kind, path in written(ckpt_path).items()}
 
 
 def test_interrupted_export_leaves_previous_artifacts_intact(exported, tmp_path, monkeypatch, data_dir):
@@ -282,3 +303,42 @@ def test_failed_verification_exits_nonzero_and_replaces_nothing(exported, tmp_pa
     assert rc == 1
     assert "[FAIL] ONNX Runtime vs eager PyTorch" in capsys.readouterr().err
     assert _snapshot(ckpt_path) == before
+
+
+def test_a_failing_variant_is_refused_alone_and_strict_refuses_all(exported, tmp_path, monkeypatch, data_dir,
+                                                                   capsys):
+    ckpt_path = copy_exports(exported, tmp_path)
+    before = _snapshot(ckpt_path)
+    real_quantize = export_cli.quantize_int8
+
+    def quantize_badly(fp32_path, calibration, *args, **kwargs):  # activation ranges 100x too narrow
+        real_quantize(fp32_path, calibration * 0.01, *args, **kwargs)
+
+    def no_fp16(*args, **kwargs):
+        raise RuntimeError("simulated converter bug")
+
+    monkeypatch.setattr(export_cli, "quantize_int8", quantize_badly)
+    monkeypatch.setattr(export_cli, "convert_fp16", no_fp16)
+    args = ["--checkpoint", str(ckpt_path), "--data-dir", data_dir, "--max-test-images", "300",
+            "--calibration-images", "100", "--speed-repeats", "0"]
+    assert export_cli.main([*args, "--strict"]) == 1  # all or nothing: the fp32 files are not replaced either
+    assert "int8" in capsys.readouterr().err and _snapshot(ckpt_path) == before
+
+    assert export_cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "int8        REFUSED" in out and "fp16        REFUSED" in out and "refused fp16, int8" in out
+    paths = artifact_paths(ckpt_path)
+    assert paths["onnx"].is_file() and paths["torchscript"].is_file()
+    assert not paths["int8"].exists() and not paths["fp16"].exists()  # the previous files were removed
+    refused = refused_exports(ckpt_path)
+    assert "accuracy" in refused["int8"] and "simulated converter bug" in refused["fp16"]
+    assert check_exports(ckpt_path) == []  # refused is "not offered", not "missing"
+    with pytest.raises(MissingExportError, match="refused .*accuracy"):
+        load_runtime(ckpt_path, "ONNX Runtime int8")
+    assert export_cli.main(["--checkpoint", str(ckpt_path), "--check"]) == 0
+    assert "int8: refused at export" in capsys.readouterr().out
+
+    monkeypatch.undo()  # a later export rewrites the record: only what it refused (int8 may be, on some CPU)
+    assert export_cli.main(args) == 0
+    assert paths["fp16"].is_file() and "fp16" not in refused_exports(ckpt_path)
+    assert refusals_path(ckpt_path).exists() == (not paths["int8"].is_file())
