@@ -521,24 +521,27 @@ def measure_throughput(url: str, model: str, backend: str, auth: tuple[str, str]
         if "event: complete" not in events:
             raise RuntimeError(f"the start-up request failed: {events[-300:]}")
 
-    def client_loop(deadline: float) -> int:
+    timed = {}  # the timed part starts once every client has warmed up
+    warm = threading.Barrier(clients, action=lambda: timed.update(start=time.monotonic()))
+
+    def client_loop(_) -> int:
         with httpx.Client(base_url=url, timeout=30) as http:
             if auth:
                 http.post("login", data={"username": auth[0], "password": auth[1]}).raise_for_status()
             r = http.post("gradio_api/upload", files={"files": (example.name, example.read_bytes())})
             image = {"path": r.raise_for_status().json()[0], "meta": {"_type": "gradio.FileData"}}
             call(http, image)  # warm-up (first calls of each runtime are slower), not counted
+            warm.wait(timeout=60)
             done = 0
-            while time.monotonic() < deadline or not done:  # a busy machine: at least one each
+            while time.monotonic() < timed["start"] + seconds or not done:  # a busy machine: one each at least
                 call(http, image)
                 done += 1
             return done
 
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(clients) as pool:
-        start = time.monotonic()
-        done = sum(pool.map(client_loop, [start + seconds] * clients))
-        return done / (time.monotonic() - start)
+        done = sum(pool.map(client_loop, range(clients)))
+        return done / (time.monotonic() - timed["start"])
 
 
 # ----------------------------------------------------------------------------------------------------
