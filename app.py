@@ -675,9 +675,15 @@ def main(argv=None) -> None:
     if args.queue_size is None:
         throughput = args.throughput
         if throughput is None:
-            model0 = DEFAULT_MODEL if DEFAULT_MODEL in models else next(iter(models))
-            throughput = measure_throughput(demo.local_url, model0, _usable_backend(model0, DEFAULT_BACKEND),
-                                            args.auth, clients=2 * args.concurrency)
+            served = models[DEFAULT_MODEL] if DEFAULT_MODEL in models else next(iter(models.values()))
+            backend = DEFAULT_BACKEND if DEFAULT_BACKEND in served.runtimes else next(iter(served.runtimes))
+            try:
+                throughput = measure_throughput(demo.local_url, served.name, backend, args.auth,
+                                                clients=2 * args.concurrency)
+            except Exception as e:  # the server still serves; only the queue's length is a guess then
+                throughput = float(args.concurrency)
+                print(f"warning: could not measure this server's throughput ({_reason(e)}); the queue is "
+                      f"sized for {throughput:g} requests/s, pass --throughput to set it", file=sys.stderr)
         demo._queue.max_size = max(1, round(throughput * args.max_wait))  # queue() is not for a running app
         print(f"queue: {demo._queue.max_size} waiting requests at most ({throughput:.1f} requests/s x "
               f"{args.max_wait:g} s); more are refused at once with \"{BUSY}\"")
