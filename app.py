@@ -6,6 +6,7 @@
     python app.py --share --share-server frp.example.org:7000   # public link through your own share server
     python app.py --auth alice:secret               # or DIGITS_APP_AUTH=alice:secret python app.py
     python app.py --checkpoint runs/shapes_cnn.pt   # also serve your own model (repeatable)
+    python app.py --max-wait 3 --cache-minutes 60   # refuse what would wait over 3 s; keep files an hour
 
 From Python, with the app running:
 
@@ -22,6 +23,7 @@ import io
 import os
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,9 +64,15 @@ def _save_pil_to_cache_atomically(img, cache_dir: str, name: str = "image", form
 
     data = processing_utils.encode_pil_to_bytes(img, format)
     folder = Path(cache_dir) / processing_utils.hash_bytes(data)
-    folder.mkdir(parents=True, exist_ok=True)
     path = (folder / f"{name}.{format}").resolve()
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    for attempt in range(2):
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+            break
+        except FileNotFoundError:  # an old empty folder swept away just now (sweep_empty_folders)
+            if attempt:
+                raise
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
@@ -320,12 +328,17 @@ def run_benchmark_tab(model: str, progress=gr.Progress()):
         result = run_benchmark(_served(model).checkpoint, quick=True, progress=progress)
     except (MissingExportError, StaleExportError, FileNotFoundError, ValueError) as e:
         raise gr.Error(f"cannot benchmark {model}: {e}") from None
-    plot = Path(tempfile.mkdtemp(prefix="benchmark_")) / "benchmark.png"
-    plot_results(result, plot)
-    return f"```\n{format_table(result)}\n```", str(plot)
+    # Handed to Gradio as an image, not a path: Gradio caches it (and ages it out, --cache-minutes) like
+    # every preview, and no temp dir of ours outlives the request.
+    with tempfile.TemporaryDirectory(prefix="benchmark_") as tmp:
+        plot_results(result, Path(tmp) / "benchmark.png")
+        with Image.open(Path(tmp) / "benchmark.png") as img:
+            plot = img.convert("RGB")
+    return f"```\n{format_table(result)}\n```", plot
 
 
-def build_demo() -> gr.Blocks:
+def build_demo(delete_cache: tuple[float, float] | None = None) -> gr.Blocks:
+    """The page; delete_cache: Gradio's (every N s, delete cached files older than M s), None keeps them."""
     names = list(MODELS)
     model0 = DEFAULT_MODEL if DEFAULT_MODEL in MODELS else names[0]
     offered0 = MODELS[model0].offered
@@ -333,7 +346,7 @@ def build_demo() -> gr.Blocks:
     galleries = {"mnist": "Real MNIST test digits", "fashion": "Real Fashion-MNIST test items"}
     examples: list[gr.Examples] = []
 
-    with gr.Blocks(title="Digits: train in PyTorch, ship on ONNX Runtime") as demo:
+    with gr.Blocks(title="Digits: train in PyTorch, ship on ONNX Runtime", delete_cache=delete_cache) as demo:
         gr.Markdown("# Digits\nDraw a digit (or upload an image): the prediction updates as you draw.")
         source = gr.State("sketch")  # the tab the user is looking at: "sketch" (Draw) or "upload"
         model = gr.Dropdown(names, value=model0, label="Model", render=False, elem_id="model")
@@ -407,6 +420,132 @@ def build_demo() -> gr.Blocks:
         bench_button.click(run_benchmark_tab, [model], [bench_table, bench_plot],
                            api_visibility="private", concurrency_limit=1, concurrency_id="benchmark")
     return demo
+
+
+# ----------------------------------------------------------------------------------------------------
+# Running for weeks behind a public link: a bounded cache and a queue no longer than the wait budget
+
+BUSY = "busy: try again in a moment"
+
+
+def cache_schedule(minutes: float) -> tuple[float, float] | None:
+    """--cache-minutes -> Gradio's delete_cache (every `frequency` s, delete files older than `age` s), so a
+    cached upload or preview lives at most age + frequency; 0 or less keeps everything (Gradio's default)."""
+    if minutes <= 0:
+        return None
+    age = minutes * 60
+    return min(60.0, max(age / 4, 0.5)), age
+
+
+def sweep_empty_folders(demo: gr.Blocks, frequency: float) -> threading.Thread:
+    """Remove the folders that Gradio's delete_cache leaves behind.
+
+    Every upload and preview is stored in a folder of its own (named by its content hash); delete_cache
+    removes the file, not the folder, and each empty folder still holds an inode and a disk block. Only
+    folders of files this app tracked are touched (the cache dir may be shared with other Gradio apps),
+    once they have stayed empty for `frequency` s.
+    """
+    folders: set[Path] = set()
+
+    def sweep() -> None:
+        while True:
+            time.sleep(frequency)
+            for files in list(demo.temp_file_sets):
+                folders.update(Path(f).parent for f in list(files))
+            for folder in list(folders):
+                try:
+                    if time.time() - folder.stat().st_mtime > frequency:
+                        folder.rmdir()  # fails while a file is in it
+                        folders.discard(folder)
+                except FileNotFoundError:
+                    folders.discard(folder)
+                except OSError:
+                    pass  # not empty: still in use
+
+    thread = threading.Thread(target=sweep, name="cache-folder-sweeper", daemon=True)
+    thread.start()
+    return thread
+
+
+def refuse_when_full(demo: gr.Blocks, message: str = BUSY) -> None:
+    """A request that finds the queue full is answered at once with `message`, as a gr.Error would be.
+
+    Gradio itself refuses it with HTTP 503, and each client words that its own way: the page shows "This
+    application is currently busy. Please try again.", gradio_client raises QueueError("Queue is full!
+    Please try again."), plain HTTP gets "Queue is full. Max size is N ...". Instead the request is
+    registered as an event that has already failed: the page shows `message`, gradio_client raises
+    AppError(message), /gradio_api/call/... streams `event: error` with `message`.
+
+    Also: Gradio keeps an empty set of pending event ids for every session it has seen (each API call is a
+    session of its own), about 300 bytes per request, forever; those are dropped here, in the event loop
+    that owns them (an empty set means no event of that session is waiting or running).
+    """
+    import asyncio
+
+    from gradio import route_utils
+    from gradio.queueing import Event
+    from gradio.server_messages import ProcessCompletedMessage
+    from gradio.utils import error_payload
+
+    queue, push = demo._queue, demo._queue.push
+
+    async def push_or_refuse(body, request, username):
+        if len(queue.pending_event_ids_session) > 1000:
+            for session in [s for s, ids in queue.pending_event_ids_session.items() if not ids]:
+                del queue.pending_event_ids_session[session]
+        ok, event_id, state = await push(body, request, username)
+        if state != "queue_full":
+            return ok, event_id, state
+        event = Event(body.session_hash, route_utils.get_fn(demo, None, body), request, username)
+        body.session_hash = event.session_hash  # as Queue.push registers an event, so its stream finds it
+        async with queue.pending_message_lock:
+            queue.pending_messages_per_session.setdefault(event.session_hash, asyncio.Queue())
+            queue.pending_event_ids_session.setdefault(event.session_hash, set()).add(event._id)
+        content = error_payload(gr.Error(message), show_error=True)
+        queue.send_message(event, ProcessCompletedMessage(output=content, title=content["title"], success=False))
+        return True, event._id, "success"
+
+    queue.push = push_or_refuse
+
+
+def measure_throughput(url: str, model: str, backend: str, auth: tuple[str, str] | None, clients: int,
+                       seconds: float = 2.0) -> float:
+    """Requests per second this server answers end to end (HTTP, queue, preprocessing, model, preview), from
+    `clients` threads calling /predict_upload over plain HTTP with an example image for about `seconds`
+    (longer on a machine so busy that a request takes longer than that). What else runs on the machine
+    counts: measured while it is busy, the queue comes out shorter (pass --throughput to fix it)."""
+    import httpx
+
+    example = next(EXAMPLES_DIR.glob("mnist_*.png"))
+
+    def call(http: httpx.Client, image: dict) -> None:
+        r = http.post("gradio_api/call/predict_upload", json={"data": [image, backend, model]})
+        r.raise_for_status()
+        events = http.get(f"gradio_api/call/predict_upload/{r.json()['event_id']}").text
+        if "event: complete" not in events:
+            raise RuntimeError(f"the start-up request failed: {events[-300:]}")
+
+    timed = {}  # the timed part starts once every client has warmed up
+    warm = threading.Barrier(clients, action=lambda: timed.update(start=time.monotonic()))
+
+    def client_loop(_) -> int:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            if auth:
+                http.post("login", data={"username": auth[0], "password": auth[1]}).raise_for_status()
+            r = http.post("gradio_api/upload", files={"files": (example.name, example.read_bytes())})
+            image = {"path": r.raise_for_status().json()[0], "meta": {"_type": "gradio.FileData"}}
+            call(http, image)  # warm-up (first calls of each runtime are slower), not counted
+            warm.wait(timeout=60)
+            done = 0
+            while time.monotonic() < timed["start"] + seconds or not done:  # a busy machine: one each at least
+                call(http, image)
+                done += 1
+            return done
+
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(clients) as pool:
+        done = sum(pool.map(client_loop, range(clients)))
+        return done / (time.monotonic() - timed["start"])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -487,13 +626,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=max(2, os.cpu_count() or 1),
                    help="predictions computed at the same time; more requests wait in the queue "
                         "(default: the number of CPU cores, at least 2)")
-    p.add_argument("--queue-size", type=int, default=256,
-                   help="requests that may wait in the queue before new ones are refused (default: 256)")
+    p.add_argument("--max-wait", type=float, default=5.0, metavar="SECONDS",
+                   help="longest a request should wait in the queue: the queue holds throughput x SECONDS "
+                        "requests, and more are refused at once with \"busy: try again in a moment\" "
+                        "(default: 5)")
+    p.add_argument("--throughput", type=float, metavar="REQ_PER_S",
+                   help="requests per second this server answers, for sizing the queue (default: measured "
+                        "at start-up, about 2 s of requests to itself)")
+    p.add_argument("--queue-size", type=int,
+                   help="requests that may wait in the queue before new ones are refused; overrides "
+                        "--max-wait and --throughput (default: throughput x max-wait)")
+    p.add_argument("--max-sessions", type=int, default=500,
+                   help="sessions (page visits and API calls) whose state stays in memory, at about 70 KB "
+                        "each; beyond it the least recently used is forgotten (default: 500; Gradio's own "
+                        "10000 lets the server grow by some 700 MB)")
+    p.add_argument("--cache-minutes", type=float, default=30.0, metavar="M",
+                   help="delete uploads and previews older than M minutes while the server runs (fractions "
+                        "allowed; 0 keeps them until it stops) (default: 30)")
     args = p.parse_args(argv)
     if isinstance(args.auth, str):  # came from the environment, not yet parsed
         args.auth = _auth(args.auth)
     if args.share_server and not args.share:
         p.error("--share-server only makes sense with --share")
+    for flag in ("max_wait", "throughput", "queue_size", "max_sessions"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            p.error(f"--{flag.replace('_', '-')} must be more than 0")
     return args
 
 
@@ -506,13 +663,34 @@ def main(argv=None) -> None:
     for m in models.values():
         print(f"model {m.name}: {m.checkpoint} ({len(m.spec.class_names)} classes), backends: "
               f"{', '.join(m.runtimes)}" + (f"; unavailable: {', '.join(m.problems)}" if m.problems else ""))
-    demo = build_demo()
+    schedule = cache_schedule(args.cache_minutes)
+    demo = build_demo(delete_cache=schedule)
     # Predictions share one pool of `concurrency` workers (the runtimes are thread-safe); the benchmark
     # has its own pool of one so it never runs twice at once.
     demo.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)
+    refuse_when_full(demo)
     demo.launch(server_name=args.host, server_port=args.port, auth=args.auth, share=False,
                 max_file_size=args.max_file_size, allowed_paths=[str(EXAMPLES_DIR)],
-                prevent_thread_lock=True, show_error=False, quiet=True)
+                prevent_thread_lock=True, show_error=False, quiet=True, state_session_capacity=args.max_sessions)
+    if schedule:
+        sweep_empty_folders(demo, schedule[0])
+        print(f"cache: uploads and previews are deleted {schedule[1] / 60:g} min after they are made "
+              f"(checked every {schedule[0]:g} s)")
+    if args.queue_size is None:
+        throughput = args.throughput
+        if throughput is None:
+            served = models[DEFAULT_MODEL] if DEFAULT_MODEL in models else next(iter(models.values()))
+            backend = DEFAULT_BACKEND if DEFAULT_BACKEND in served.runtimes else next(iter(served.runtimes))
+            try:
+                throughput = measure_throughput(demo.local_url, served.name, backend, args.auth,
+                                                clients=2 * args.concurrency)
+            except Exception as e:  # the server still serves; only the queue's length is a guess then
+                throughput = float(args.concurrency)
+                print(f"warning: could not measure this server's throughput ({_reason(e)}); the queue is "
+                      f"sized for {throughput:g} requests/s, pass --throughput to set it", file=sys.stderr)
+        demo._queue.max_size = max(1, round(throughput * args.max_wait))  # queue() is not for a running app
+        print(f"queue: {demo._queue.max_size} waiting requests at most ({throughput:.1f} requests/s x "
+              f"{args.max_wait:g} s); more are refused at once with \"{BUSY}\"")
     print(f"* Running on local URL:  {demo.local_url}", flush=True)
     if args.share:
         open_share_link(demo, args.share_server)

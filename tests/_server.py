@@ -54,8 +54,10 @@ class AppServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"app.py exited with code {self.proc.returncode}:\n{self.output()}")
             try:
-                # any HTTP answer (200, or 401 with --auth) means the server is up
-                if httpx.get(self.url + "gradio_api/info", timeout=2).status_code in (200, 401):
+                # any HTTP answer (200, or 401 with --auth) means the server is up; the line app.py prints
+                # last means its start-up work (sizing the queue from a throughput run) is over too
+                if (httpx.get(self.url + "gradio_api/info", timeout=2).status_code in (200, 401)
+                        and "* Running on local URL" in self.output()):
                     return self
             except httpx.HTTPError:
                 pass

@@ -217,7 +217,9 @@ def digit_files(work, digits) -> dict[int, Path]:
 @pytest.fixture(scope="module")
 def server(work, checkpoint):
     (work / "no_shipped").mkdir()
-    with AppServer(["--checkpoints-dir", str(work / "no_shipped"), "--checkpoint", str(checkpoint)],
+    # --max-wait 60: the load test measures latency with the server saturated; refusing at once when the
+    # queue is longer than a few seconds' work is tests/test_longrun.py's
+    with AppServer(["--checkpoints-dir", str(work / "no_shipped"), "--checkpoint", str(checkpoint), "--max-wait", "60"],
                    env={"GRADIO_TEMP_DIR": str(work / "gradio_tmp")}) as s:
         yield s
 
@@ -613,7 +615,7 @@ def main(argv=None) -> int:
         files = {label: save(on_paper(d), tmp / f"digit_{label}.png") for label, d in digits.items()}
         (tmp / "no_shipped").mkdir()
         print(f"machine: {machine()}\nserver: app.py --checkpoint {SOURCE} (copy), default --concurrency")
-        with AppServer(["--checkpoints-dir", str(tmp / "no_shipped"), "--checkpoint", str(ckpt)]) as server:
+        with AppServer(["--checkpoints-dir", str(tmp / "no_shipped"), "--checkpoint", str(ckpt), "--max-wait", "60"]) as server:
             figures = load_test(server.url, files, args.clients, args.requests, args.timeout)
         print(f"after: load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print(describe(figures))
