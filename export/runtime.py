@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import threading
 import warnings
@@ -406,7 +407,13 @@ def _load_pt2(checkpoint: Path, ckpt: dict, sha: str, out_dir, common: dict) -> 
     if problems:
         raise StaleExportError(f"refusing stale export {path}: " + "; ".join(problems) +
                                f". Rebuild it with `{build}`.")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*outdated pt2.*")
-        module = torch._inductor.aoti_load_package(str(path))
+    # Loading goes through torch.utils.cpp_extension, which logs "No CUDA runtime is found" on a machine
+    # without CUDA; nothing is compiled here, so that warning would only mislead.
+    quiet = lambda record: "No CUDA runtime is found" not in record.getMessage()
+    logging.getLogger("torch.utils.cpp_extension").addFilter(quiet)
+    try:
+        from torch._inductor import aoti_load_package
+        module = aoti_load_package(str(path))
+    finally:
+        logging.getLogger("torch.utils.cpp_extension").removeFilter(quiet)
     return TorchRuntime(module, path=path, **common)
