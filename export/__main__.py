@@ -27,8 +27,10 @@ import torch
 
 from engine.checkpoint import CheckpointError, atomic_path, build_model, file_sha256, load_checkpoint
 from engine.data import default_data_dir, load_dataset, to_input
-from export.convert import CALIBRATION_METHODS, convert_fp16, export_onnx, export_torchscript, quantize_int8
-from export.runtime import artifact_paths, check_exports, export_metadata, refusals_path, refused_exports
+from export.convert import (CALIBRATION_METHODS, convert_fp16, export_onnx, export_pt2, export_torchscript,
+                            quantize_int8)
+from export.runtime import (artifact_paths, check_exports, export_metadata, pt2_path, refusals_path,
+                            refused_exports)
 from export.verify import VerificationError, failed_kinds, verify_exports
 
 
@@ -49,6 +51,9 @@ def get_args(argv=None) -> argparse.Namespace:
                         "accuracy check's tolerance widens on fewer images (default: 0 = all)")
     p.add_argument("--speed-repeats", type=int, default=20,
                    help="timed runs for the int8 vs fp32 speed line; 0 skips it (default: 20)")
+    p.add_argument("--pt2", action="store_true",
+                   help="also write <stem>.pt2: torch.export + AOTInductor native code for this machine's CPU, "
+                        "verified like the others; takes tens of seconds to compile (default: off)")
     p.add_argument("--strict", action="store_true",
                    help="all or nothing: refuse every export when any variant (int8, fp16) fails its "
                         "checks, leaving the previous files untouched (default: off, a failing int8 or fp16 "
@@ -64,7 +69,7 @@ FP32_KINDS = ("torchscript", "onnx")  # without these nothing can be served: the
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None, data_dir: str | None = None,
                       calibration_images: int = 1000, calibration: str = "minmax", max_test_images: int = 0,
-                      speed_repeats: int = 20, strict: bool = False,
+                      speed_repeats: int = 20, strict: bool = False, pt2: bool = False,
                       log: Callable[[str], None] = print) -> dict[str, Path]:
     """Write and verify every export of `checkpoint`; returns {kind: path} of the files written.
 
@@ -93,6 +98,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None,
     test_labels = test.labels[:n].numpy()
 
     final = artifact_paths(checkpoint, out_dir)
+    if pt2:
+        final["pt2"] = pt2_path(checkpoint, out_dir)
     log(f"exporting {checkpoint} ({ckpt['model_name']}, {dataset}, sha256 {sha[:12]}) to {final['onnx'].parent}")
     final["onnx"].parent.mkdir(parents=True, exist_ok=True)
     # Written into a temporary folder beside the targets, each renamed into place (one step, same file
@@ -107,7 +114,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None,
              lambda: quantize_int8(tmp["onnx"], calib_x, export_metadata(ckpt, sha, "int8"), tmp["int8"],
                                    calibration)),
             ("fp16", "ONNX fp16", lambda: convert_fp16(tmp["onnx"], export_metadata(ckpt, sha, "fp16"), tmp["fp16"])),
-        ]
+        ] + ([("pt2", f"torch.export + AOTInductor package for {torch.backends.cpu.get_cpu_capability()}",
+               lambda: export_pt2(model, spec, export_metadata(ckpt, sha, "fp32"), tmp["pt2"]))] if pt2 else [])
         refused: dict[str, str] = {}
         for kind, what, step in steps:
             if kind in ("int8", "fp16") and "onnx" in refused:
@@ -117,7 +125,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None,
             try:
                 step()
             except Exception as e:  # a converter's failure refuses that variant, never the others
-                if strict or kind in FP32_KINDS:
+                if kind in FP32_KINDS:
                     raise
                 refused[kind] = f"conversion failed: {type(e).__name__}: {e}"
                 log(f"  could not write {what}: {refused[kind]}")
@@ -130,7 +138,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None,
             refused.setdefault(kind, "; ".join(f"{c.name}: {c.detail}" for c in failed))
         if strict and refused or any(kind in refused for kind in FP32_KINDS):
             raise VerificationError("export verification failed:\n" +
-                                "\n".join(f"  {kind}: {why}" for kind, why in refused.items()))
+                                "\n".join(f"  [FAIL] {kind}: {why}" for kind, why in refused.items()))
         for kind, path in final.items():
             if kind in refused:  # an old file would be stale, or would claim a check it no longer passes
                 path.unlink(missing_ok=True)
@@ -160,14 +168,15 @@ def main(argv=None) -> int:
             print("\n".join(problems) if problems else f"exports of {args.checkpoint} are present and up to date")
             return 1 if problems else 0
         written = export_checkpoint(args.checkpoint, args.out_dir, args.data_dir, args.calibration_images,
-                                    args.calibration, args.max_test_images, args.speed_repeats, args.strict)
+                                    args.calibration, args.max_test_images, args.speed_repeats, args.strict,
+                                    args.pt2)
     except VerificationError as e:
         print(f"{e}\nnothing was replaced: the previous exports (if any) are unchanged", file=sys.stderr)
         return 1
     except (CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    refused = sorted(set(artifact_paths(args.checkpoint)) - set(written))
+    refused = sorted((set(artifact_paths(args.checkpoint)) | ({"pt2"} if args.pt2 else set())) - set(written))
     print(f"refused {', '.join(refused)} (see above); the other exports passed their checks" if refused
           else "all checks passed")
     return 0

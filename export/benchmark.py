@@ -53,7 +53,7 @@ from engine.train import library_versions
 DEFAULT_BATCH_SIZES = (1, 8, 64, 256, 1024)
 COLUMNS = ["engine", "provider", "device", "batch_size", "threads", "p50_ms", "p90_ms", "p99_ms", "img_per_s",
            "gflops", "peak_share", "max_abs_diff"]
-EXTRA_COLUMNS = ["precision", "top1_agree", "calls"]
+EXTRA_COLUMNS = ["precision", "top1_agree", "calls", "first_call_s"]  # first call: includes torch.compile's compile
 ROUNDS = 3              # turns each engine takes per batch size
 MIN_CALLS = 10          # timed calls per (engine, batch size), however long they take
 WARMUP_CALLS = 3        # untimed calls before the first turn (ORT allocates its arenas, TorchScript profiles)
@@ -83,6 +83,8 @@ ENGINE_SPECS = {
     "torchscript":     ("torchscript", None,       "cpu",  "fp32"),
     "ort":             ("onnx",        "cpu",      "cpu",  "fp32"),
     "ort-int8":        ("int8",        "cpu",      "cpu",  "int8"),
+    "torch-compile":   (None,          "inductor", "cpu",  "fp32"),  # torch.compile, freezing on
+    "aoti":            ("pt2",         None,       "cpu",  "fp32"),  # the AOTInductor package (--pt2)
     "eager-cuda":      (None,          None,       "cuda", "fp32"),
     "eager-cuda-bf16": (None,          None,       "cuda", "bf16"),
     "eager-cuda-fp16": (None,          None,       "cuda", "fp16"),
@@ -95,12 +97,12 @@ TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.flo
 
 
 def available_engines() -> list[str]:
-    """The engines this machine can run: the CPU four always, the CUDA ones where a GPU and provider work."""
+    """The engines this machine can run: the CPU ones always, the CUDA ones where a GPU and provider work."""
     import onnxruntime as ort
 
     from export.runtime import cuda_works
 
-    names = ["eager", "torchscript", "ort", "ort-int8"]
+    names = ["eager", "torchscript", "ort", "ort-int8", "torch-compile", "aoti"]
     if torch.cuda.is_available():
         names += ["eager-cuda", "eager-cuda-bf16", "eager-cuda-fp16"]
     if cuda_works():  # onnxruntime-gpu lists CUDA/TensorRT even without a GPU; this really runs a model
@@ -161,6 +163,16 @@ def load_engine(name: str, checkpoint: str | os.PathLike, model: torch.nn.Module
     from export.runtime import artifact_paths, load_torchscript, ort_session
 
     kind, provider, device, precision = ENGINE_SPECS[name]
+    if name == "torch-compile":
+        # Inductor with freezing (weights become constants, BatchNorm folds into the convolutions), one
+        # static-shape graph per batch size: the compile happens in each batch size's first call, which
+        # the rows report as first_call_s, apart from the timed calls.
+        module = torch.compile(copy.deepcopy(model), backend="inductor", dynamic=False)
+        return Engine(name, "torch.compile inductor", device, precision, torch_prepare(module, device, torch.float32))
+    if kind == "pt2":
+        from export.runtime import load_runtime
+        module = load_runtime(checkpoint, "PyTorch AOTInductor").module  # refuses a foreign or stale package
+        return Engine(name, "AOTInductor", device, precision, torch_prepare(module, device, torch.float32))
     if kind is None:
         module = copy.deepcopy(model).to(device, TORCH_DTYPES[precision])
         return Engine(name, "torch", device, precision, torch_prepare(module, device, TORCH_DTYPES[precision]))
@@ -275,13 +287,20 @@ def _to_numpy(y) -> np.ndarray:
     return y.detach().float().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y, np.float32)
 
 
-def _resolve_engines(engines, auto: list[str]) -> list[str]:
+def _resolve_engines(engines, auto: list[str], refused: dict[str, str]) -> list[str]:
+    """refused: {export kind: why} from export.runtime.refused_exports (and a .pt2 not built or not for
+    this CPU); their engines are left out of the default."""
+    offered = [e for e in auto if ENGINE_SPECS[e][0] not in refused]
     if engines is None:
-        return auto
+        return offered
     engines = [engines] if isinstance(engines, str) else list(engines)
     unknown = [e for e in engines if e not in ENGINE_NAMES]
     if unknown:
         raise ValueError(f"unknown engine(s) {', '.join(unknown)}; known: {', '.join(ENGINE_NAMES)}")
+    not_offered = [f"{e} ({refused[ENGINE_SPECS[e][0]]})" for e in engines if ENGINE_SPECS[e][0] in refused]
+    if not_offered:
+        raise ValueError(f"the export refused the file behind engine(s) {'; '.join(not_offered)}; "
+                         f"available: {', '.join(offered)}")
     missing = [e for e in engines if e not in auto]
     if missing:
         raise ValueError(f"engine(s) {', '.join(missing)} cannot run here (no GPU or provider); "
@@ -298,7 +317,8 @@ def run_benchmark(checkpoint, batch_sizes=DEFAULT_BATCH_SIZES, engines=None, thr
     quick: about QUICK_MIN_TIME_S per cell, smaller peak matrices, batch sizes above QUICK_MAX_BATCH dropped.
     progress: called as progress(fraction_done, message), e.g. a gr.Progress.
     """
-    from export.runtime import MissingExportError, StaleExportError, check_exports
+    from export.runtime import (MissingExportError, RefusedExportError, StaleExportError, check_exports,
+                                load_runtime, refused_exports)
 
     problems = check_exports(checkpoint)  # the last problem says how to rebuild them
     if problems:
@@ -309,7 +329,15 @@ def run_benchmark(checkpoint, batch_sizes=DEFAULT_BATCH_SIZES, engines=None, thr
     if quick:
         batch_sizes = [b for b in batch_sizes if b <= QUICK_MAX_BATCH] or [1]
         min_time_s = min(min_time_s, QUICK_MIN_TIME_S)
-    names = _resolve_engines(engines, available_engines())
+    refused = refused_exports(checkpoint)
+    try:
+        load_runtime(checkpoint, "PyTorch AOTInductor")
+    except RefusedExportError as e:  # optional package: not built, or built for another CPU
+        refused.setdefault("pt2", str(e))
+    auto = available_engines()
+    if quick:  # the app's button: no engine that compiles for tens of seconds first
+        auto = [e for e in auto if e != "torch-compile"]
+    names = _resolve_engines(engines, auto, refused)
     progress = progress or (lambda fraction, message: None)
 
     ckpt = load_checkpoint(checkpoint)
@@ -330,14 +358,19 @@ def run_benchmark(checkpoint, batch_sizes=DEFAULT_BATCH_SIZES, engines=None, thr
         measure = lambda: measure_peaks(precisions, threads, min_time_s, quick)
         progress(0.0, "measuring the peak")
         peaks_before = measure()
-        cells = []  # (engine, batch size, seconds per call, logits, eager logits)
-        with torch.inference_mode():
+        cells = []  # (engine, batch size, seconds per call, logits, eager logits, first call's seconds)
+        import torch._inductor.config as inductor_config
+        with torch.inference_mode(), inductor_config.patch(freezing=True):
             for i, b in enumerate(batch_sizes):
                 progress((i + 0.5) / (len(batch_sizes) + 1), f"batch size {b}")
                 x = x_all[:b]
                 reference = _to_numpy(model(x))
                 steps = [e.prepare(x) for e in loaded]
-                outputs = [_to_numpy(step()) for step in steps]
+                first, outputs = [], []
+                for step in steps:
+                    t0 = time.perf_counter()
+                    outputs.append(_to_numpy(step()))
+                    first.append(time.perf_counter() - t0)
                 for step in steps:
                     time_calls(step, 0.0, WARMUP_CALLS)
                 times: list[list[float]] = [[] for _ in loaded]
@@ -345,7 +378,7 @@ def run_benchmark(checkpoint, batch_sizes=DEFAULT_BATCH_SIZES, engines=None, thr
                     for step, t in zip(steps, times):
                         time_calls(step, 0.0, TURN_WARMUP_CALLS)
                         t += time_calls(step, min_time_s / ROUNDS, -(-MIN_CALLS // ROUNDS))
-                cells += [(e, b, np.array(t), y, reference) for e, y, t in zip(loaded, outputs, times)]
+                cells += [(e, b, np.array(t), y, reference, f) for e, y, t, f in zip(loaded, outputs, times, first)]
         progress(len(batch_sizes) / (len(batch_sizes) + 1), "measuring the peak again")
         peaks_after = measure()
         progress(1.0, "done")
@@ -355,7 +388,7 @@ def run_benchmark(checkpoint, batch_sizes=DEFAULT_BATCH_SIZES, engines=None, thr
     # The peak is the better of the two measurements (before and after the engines), both kept for the record.
     peaks = {k: {**max(v, peaks_after[k], key=lambda p: p["gflops"]),
                  "before_after": [v["gflops"], peaks_after[k]["gflops"]]} for k, v in peaks_before.items()}
-    rows = [make_row(e, b, threads, t, y, ref, flops_per_image, peaks) for e, b, t, y, ref in cells]
+    rows = [make_row(e, b, threads, t, y, ref, flops_per_image, peaks, f) for e, b, t, y, ref, f in cells]
     header = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(), "versions": versions(),
@@ -363,6 +396,7 @@ def run_benchmark(checkpoint, batch_sizes=DEFAULT_BATCH_SIZES, engines=None, thr
         "dataset": dataset, "inputs": f"first batch_size images of the {dataset} test split",
         "mflops_per_image": round(flops_per_image / 1e6, 3),
         "threads": threads, "batch_sizes": batch_sizes, "engines": names, "quick": quick,
+        "refused_exports": refused,
         "min_time_s": min_time_s, "rounds": ROUNDS,
         "peaks": peaks, "peak_gflops": peaks["cpu/fp32"]["gflops"],
         "ort_session_options": f"export.runtime.ort_session: intra_op_num_threads={threads}, inter_op 1, "
@@ -377,24 +411,38 @@ def run_benchmark(checkpoint, batch_sizes=DEFAULT_BATCH_SIZES, engines=None, thr
 
 
 def make_row(engine: Engine, batch_size: int, threads: int, times_s: np.ndarray, logits: np.ndarray,
-             reference: np.ndarray, flops_per_image: int, peaks: dict) -> dict:
+             reference: np.ndarray, flops_per_image: int, peaks: dict, first_call_s: float = 0.0) -> dict:
     p50, p90, p99 = np.percentile(times_s, [50, 90, 99])
     gflops = flops_per_image * batch_size / p50 / 1e9
     peak = peaks.get(f"{engine.device}/{engine.precision}") or peaks[f"{engine.device}/fp32"]
     return {
         "engine": engine.name, "provider": engine.provider, "device": engine.device, "batch_size": batch_size,
         "threads": threads, "p50_ms": round(p50 * 1e3, 4), "p90_ms": round(p90 * 1e3, 4),
-        "p99_ms": round(p99 * 1e3, 4), "img_per_s": round(batch_size / p50, 1), "gflops": round(gflops, 2),
+        "p99_ms": round(p99 * 1e3, 4), "img_per_s": round(batch_size / p50, 1), "gflops": float(f"{gflops:.4g}"),
         "peak_share": round(gflops / peak["gflops"], 4),
         "max_abs_diff": float(f"{np.abs(logits - reference).max():.3g}"),
         "precision": engine.precision,
         "top1_agree": round(float((logits.argmax(1) == reference.argmax(1)).mean()), 4),
-        "calls": len(times_s),
+        "calls": len(times_s), "first_call_s": round(first_call_s, 4),
     }
 
 
 # ----------------------------------------------------------------------------------------------------
 # Output: table, JSON, CSV, plot
+
+
+PYTORCH_CPU_ENGINES = ("eager", "torchscript", "torch-compile", "aoti")
+
+
+def fastest_pytorch(rows: list[dict]) -> dict[int, tuple[str, float]]:
+    """{batch size: (engine, p50 ms)} of PyTorch's fastest CPU engine in this run (eager, TorchScript,
+    torch.compile, AOTInductor), the fair yardstick for ONNX Runtime next to eager."""
+    best: dict[int, tuple[str, float]] = {}
+    for r in rows:
+        b = r["batch_size"]
+        if r["engine"] in PYTORCH_CPU_ENGINES and (b not in best or r["p50_ms"] < best[b][1]):
+            best[b] = (r["engine"], r["p50_ms"])
+    return best
 
 
 def format_table(result: dict) -> str:
@@ -409,13 +457,15 @@ def format_table(result: dict) -> str:
              "% peak: against the peak of the row's device and precision (int8 rows: the int8 peak)",
              f"load average before/after: {h['load_average_before_after']}", ""]
     eager_p50 = {r["batch_size"]: r["p50_ms"] for r in result["rows"] if r["engine"] == "eager"}
+    fastest_torch = fastest_pytorch(result["rows"])
     head = ["engine", "provider", "device", "prec", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "x eager",
-            "GFLOP/s", "% peak", "max|diff|", "top1 agree"]
+            "x best PyTorch", "GFLOP/s", "% peak", "max|diff|", "top1 agree", "1st call s"]
     body = [[r["engine"], r["provider"], r["device"], r["precision"], str(r["batch_size"]),
              f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['img_per_s']:,.0f}",
              f"{eager_p50[r['batch_size']] / r['p50_ms']:.2f}" if r["batch_size"] in eager_p50 else "-",
+             f"{fastest_torch[r['batch_size']][1] / r['p50_ms']:.2f}" if r["batch_size"] in fastest_torch else "-",
              f"{r['gflops']:.1f}", f"{100 * r['peak_share']:.1f}", f"{r['max_abs_diff']:.2g}",
-             f"{100 * r['top1_agree']:.1f}%"]
+             f"{100 * r['top1_agree']:.1f}%", f"{r.get('first_call_s', 0):.2f}"]
             for r in sorted(result["rows"], key=lambda r: (r["batch_size"], h["engines"].index(r["engine"])))]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     left = 3  # text columns are left-aligned, numbers right-aligned

@@ -120,6 +120,19 @@ def quantize_int8(fp32_path: Path, calibration: np.ndarray, meta: dict[str, str]
     onnx.save(model, str(path))
 
 
+def export_pt2(model: torch.nn.Module, spec: InputSpec, meta: dict[str, str], path: Path) -> None:
+    """torch.export, then AOTInductor: a .pt2 package of C++ compiled for this machine's CPU (the ISA it
+    was built for is recorded by AOTInductor as AOTI_CPU_ISA), with a dynamic batch axis. Takes tens of
+    seconds (a C++ compiler runs), which is why it is opt-in: python -m export --pt2."""
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.filterwarnings("ignore", message=r".*were assigned during export.*")
+        warnings.filterwarnings("ignore", message=r".*_check_is_size.*", category=FutureWarning)
+        program = torch.export.export(model.eval(), (torch.zeros(2, *spec.shape),), dynamic_shapes=({0: batch},))
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path),
+                                                 inductor_configs={"aot_inductor.metadata": dict(meta)})
+
+
 def convert_fp16(fp32_path: Path, meta: dict[str, str], path: Path) -> None:
     """fp16 weights and compute for CUDA, with float32 input and output (keep_io_types)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16

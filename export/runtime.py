@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import threading
 import warnings
@@ -24,13 +25,14 @@ from engine.checkpoint import build_model, file_sha256, load_checkpoint
 from engine.models import InputSpec
 
 BACKEND_NAMES = ["PyTorch", "TorchScript", "ONNX Runtime", "ONNX Runtime int8",
-                 "ONNX Runtime CUDA", "ONNX Runtime CUDA fp16"]
+                 "ONNX Runtime CUDA", "ONNX Runtime CUDA fp16", "PyTorch AOTInductor"]
 CUDA_BACKENDS = ("ONNX Runtime CUDA", "ONNX Runtime CUDA fp16")
 # backend -> (artifact kind, execution provider)
 _ONNX_BACKENDS = {"ONNX Runtime": ("onnx", "cpu"), "ONNX Runtime int8": ("int8", "cpu"),
                   "ONNX Runtime CUDA": ("onnx", "cuda"), "ONNX Runtime CUDA fp16": ("fp16", "cuda")}
 ARTIFACT_SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "int8": ".int8.onnx",
                      "fp16": ".fp16.onnx"}
+PT2_SUFFIX = ".pt2"  # optional (python -m export --pt2): AOTInductor native code for one CPU family
 REFUSALS_SUFFIX = ".refused.json"  # <stem>.refused.json: the variants the last export refused, and why
 TORCHSCRIPT_META = "export_meta.json"  # name of the metadata entry inside a TorchScript archive
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -61,6 +63,45 @@ def artifact_paths(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | N
     checkpoint = Path(checkpoint)
     out_dir = Path(out_dir) if out_dir is not None else checkpoint.parent
     return {kind: out_dir / f"{checkpoint.stem}{suffix}" for kind, suffix in ARTIFACT_SUFFIXES.items()}
+
+
+def pt2_path(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    checkpoint = Path(checkpoint)
+    return (Path(out_dir) if out_dir is not None else checkpoint.parent) / f"{checkpoint.stem}{PT2_SUFFIX}"
+
+
+def read_pt2_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata AOTInductor stored in a .pt2 package (ours plus AOTI_CPU_ISA etc.), read from the zip
+    archive without loading its native library (which could crash on a CPU it was not built for)."""
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        names = [n for n in z.namelist() if n.endswith("wrapper_metadata.json")]
+        if len(names) != 1:
+            raise ValueError(f"{path} is not an AOTInductor package (no single *wrapper_metadata.json)")
+        return json.loads(z.read(names[0]))
+
+
+# ISAs AOTInductor records (torch._inductor.cpu_vec_isa) -> the CPU features each needs (torch.cpu names)
+_ISA_NEEDS = {"AVX2": ("avx2", "fma3"), "AVX512": ("avx512_f", "avx512_bw", "avx512_vl", "avx512_dq")}
+
+
+def pt2_isa_problem(meta: dict[str, str]) -> str | None:
+    """Why this CPU cannot run a package built for meta's AOTI_CPU_ISA, or None if it can. A package
+    compiled with AVX-512 on a Xeon dies with SIGILL on an AVX2-only CPU: check before loading it."""
+    import platform
+    isa, machine = meta.get("AOTI_CPU_ISA", ""), meta.get("AOTI_MACHINE", "")
+    if machine and machine != platform.machine():
+        return f"it was built for {machine}, this machine is {platform.machine()}"
+    if not isa or isa.upper() in ("", "DEFAULT", "NONE"):
+        return None
+    needs = _ISA_NEEDS.get(isa.upper())
+    if needs is None:
+        return f"it was built for the {isa} instruction set, which this check does not know"
+    caps = torch.cpu.get_capabilities()
+    lacking = [f for f in needs if not caps.get(f)]
+    if lacking:
+        return f"it was built for {isa} and this CPU lacks {', '.join(lacking)}"
+    return None
 
 
 def refusals_path(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
@@ -106,7 +147,7 @@ def export_metadata(ckpt: dict, checkpoint_sha256: str, precision: str) -> dict[
     }
 
 
-PRECISION = {"torchscript": "fp32", "onnx": "fp32", "int8": "int8", "fp16": "fp16"}  # by artifact kind
+PRECISION = {"torchscript": "fp32", "onnx": "fp32", "int8": "int8", "fp16": "fp16", "pt2": "fp32"}  # by artifact kind
 
 
 def metadata_problems(meta: dict[str, str], ckpt: dict, checkpoint_sha256: str, kind: str) -> list[str]:
@@ -172,6 +213,13 @@ def check_exports(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | No
             problems.append(f"{kind}: {path} cannot be read ({type(e).__name__}: {e})")
             continue
         problems += [f"{kind}: {path} {p}" for p in metadata_problems(meta, ckpt, sha, kind)]
+    pt2 = pt2_path(checkpoint, out_dir)
+    if pt2.is_file():  # optional; when present it must match the checkpoint like the others
+        try:
+            meta = read_pt2_metadata(pt2)
+            problems += [f"pt2: {pt2} {p}" for p in metadata_problems(meta, ckpt, sha, "pt2")]
+        except Exception as e:  # unreadable file: report it as a problem instead of crashing the check
+            problems.append(f"pt2: {pt2} cannot be read ({type(e).__name__}: {e})")
     if problems:
         problems.append(f"rebuild with `{rebuild_command(checkpoint, out_dir)}`")
     return problems
@@ -318,6 +366,8 @@ def load_runtime(checkpoint: str | os.PathLike, backend: str, threads: int = 0, 
         return TorchRuntime(model, path=checkpoint, **common)
 
     sha = file_sha256(checkpoint)
+    if backend == "PyTorch AOTInductor":
+        return _load_pt2(checkpoint, ckpt, sha, out_dir, common)
     kind = "torchscript" if backend == "TorchScript" else _ONNX_BACKENDS[backend][0]
     path = artifact_paths(checkpoint, out_dir)[kind]
     if not path.is_file():
@@ -340,3 +390,30 @@ def load_runtime(checkpoint: str | os.PathLike, backend: str, threads: int = 0, 
         raise StaleExportError(f"{path} has inputs/outputs {names}, expected ['{INPUT_NAME}'] -> "
                                f"['{OUTPUT_NAME}']; rebuild it with `{rebuild_command(checkpoint, out_dir)}`")
     return OrtRuntime(session, path=path, **common)
+
+
+def _load_pt2(checkpoint: Path, ckpt: dict, sha: str, out_dir, common: dict) -> Runtime:
+    path = pt2_path(checkpoint, out_dir)
+    build = f"{rebuild_command(checkpoint, out_dir)} --pt2"
+    if not path.is_file():
+        raise RefusedExportError(f"PyTorch AOTInductor is not offered for {checkpoint.name}: {path.name} was "
+                                 f"not built (it is optional; build it on this machine with `{build}`)")
+    meta = read_pt2_metadata(path)
+    isa = pt2_isa_problem(meta)
+    if isa:  # loading it could kill the whole process with an illegal instruction
+        raise RefusedExportError(f"PyTorch AOTInductor is not offered for {checkpoint.name}: {path.name} "
+                                 f"cannot run on this CPU ({isa}); rebuild it here with `{build}`")
+    problems = metadata_problems(meta, ckpt, sha, "pt2")
+    if problems:
+        raise StaleExportError(f"refusing stale export {path}: " + "; ".join(problems) +
+                               f". Rebuild it with `{build}`.")
+    # Loading goes through torch.utils.cpp_extension, which logs "No CUDA runtime is found" on a machine
+    # without CUDA; nothing is compiled here, so that warning would only mislead.
+    quiet = lambda record: "No CUDA runtime is found" not in record.getMessage()
+    logging.getLogger("torch.utils.cpp_extension").addFilter(quiet)
+    try:
+        from torch._inductor import aoti_load_package
+        module = aoti_load_package(str(path))
+    finally:
+        logging.getLogger("torch.utils.cpp_extension").removeFilter(quiet)
+    return TorchRuntime(module, path=path, **common)

@@ -96,7 +96,7 @@ def accuracy_check(name: str, labels: np.ndarray, fp32: np.ndarray, out: np.ndar
 def verify_exports(model: torch.nn.Module, spec: InputSpec, paths: dict[str, Path], test_x: np.ndarray,
                    test_labels: np.ndarray, speed_repeats: int = 20,
                    log: Callable[[str], None] = print) -> list[Check]:
-    """Check the files in `paths` (kinds torchscript/onnx/int8/fp16) against the eager `model`.
+    """Check the files in `paths` (kinds torchscript/onnx/int8/fp16/pt2) against the eager `model`.
 
     test_x: float32 (N, C, H, W) normalised test images; test_labels: int (N,). Logs each check as it
     completes and returns them all, each tagged with the kind it judges (see failed_kinds); it raises
@@ -128,6 +128,10 @@ def verify_exports(model: torch.nn.Module, spec: InputSpec, paths: dict[str, Pat
     eager = TorchRuntime(model.eval(), name="PyTorch", path=Path("-"), **common)
     runtimes = {"ONNX Runtime": ("onnx", OrtRuntime(ort_session(paths["onnx"]), name="ONNX Runtime",
                                                     path=paths["onnx"], **common))}
+    if "pt2" in paths:  # its own verification is the parity below: batch 1, 7 and 256 (dynamic batch)
+        runtimes["PyTorch AOTInductor"] = ("pt2", TorchRuntime(torch._inductor.aoti_load_package(str(paths["pt2"])),
+                                                               name="PyTorch AOTInductor", path=paths["pt2"],
+                                                               **common))
     if "torchscript" in paths:
         runtimes["TorchScript"] = ("torchscript", TorchRuntime(load_torchscript(paths["torchscript"])[0],
                                                                name="TorchScript", path=paths["torchscript"],
