@@ -1,4 +1,4 @@
-// The sketch path of engine/preprocess.py, ported to the browser: a drawing's alpha channel -> the same
+// The sketch path of engine/preprocess (ink_map for a sketch, clean.keep_writing, frame.*), ported to the browser: a drawing's alpha channel -> the same
 // 28x28 the server's preprocess() makes for the same strokes. One function per Python function, named
 // alike, in the same order; tests/test_browser_backend.py checks this file against the live Python code on
 // hundreds of drawings in Chromium, so the two cannot drift apart silently. Change both together.
@@ -15,6 +15,9 @@ export const BOX = 20;             // MNIST's glyph box inside the 28x28 frame
 export const WORK = 4 * BOX;       // working resolution for stroke-weight adjustment
 export const MNIST_STROKE = 7.4;   // median 2*area/boundary of MNIST test digits at the working resolution
 export const INK_THRESHOLD = 0.2;  // ink below this is paper noise
+export const JOIN = 0.06;          // a component joins the writing within JOIN + JOIN_SIZE * sqrt(its share of
+export const JOIN_SIZE = 0.4;      // the core's ink) times the core's size; a tiny speck must almost touch it
+export const SPECK = 0.0002;       // components smaller than this fraction of the image (and of 4 px) are noise
 
 export class EmptyInputError extends Error {}
 
@@ -37,6 +40,72 @@ export function inkMap(alpha, w, h) {
   const ink = image(w, h);
   for (let i = 0; i < w * h; i++) ink.data[i] = alpha[i * stride + off] / 255;
   return ink;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Clean-up (clean.keep_writing): stray taps and specks away from the writing are dropped
+
+// Connected components of ink > 0, 8-connected (cv2.connectedComponentsWithStats): a label per pixel (0:
+// none, i + 1: component i) and each component's area and bounding box.
+function components(ink) {
+  const { w, h, data } = ink;
+  const labels = new Int32Array(w * h), stack = new Int32Array(w * h), comps = [];
+  for (let start = 0; start < w * h; start++) {
+    if (!(data[start] > 0) || labels[start] !== 0) continue;
+    const id = comps.length + 1;
+    let top = 0, area = 0, x0 = w, y0 = h, x1 = -1, y1 = -1;
+    stack[top++] = start;
+    labels[start] = id;
+    while (top > 0) {
+      const p = stack[--top], py = (p / w) | 0, px = p - py * w;
+      area++;
+      if (px < x0) x0 = px;
+      if (px > x1) x1 = px;
+      if (py < y0) y0 = py;
+      if (py > y1) y1 = py;
+      for (let dy = -1; dy <= 1; dy++) {
+        const qy = py + dy;
+        if (qy < 0 || qy >= h) continue;
+        for (let dx = -1; dx <= 1; dx++) {
+          const qx = px + dx, q = qy * w + qx;
+          if (qx < 0 || qx >= w || labels[q] !== 0 || !(data[q] > 0)) continue;
+          labels[q] = id;
+          stack[top++] = q;
+        }
+      }
+    }
+    comps.push({ area, x: x0, y: y0, w: x1 - x0 + 1, h: y1 - y0 + 1 });
+  }
+  return { labels, comps };
+}
+
+// keep_writing: the largest component is the writing's core; others join it when near it for their size
+// (a 5's top bar, a 4 or 7 in two strokes), which may bring more in reach; the rest is dropped.
+export function keepWriting(ink) {
+  const { labels, comps } = components(ink);
+  if (comps.length <= 1) return ink;
+  const floor = Math.max(4, SPECK * ink.w * ink.h);
+  let core = 0;
+  for (let i = 1; i < comps.length; i++) if (comps[i].area > comps[core].area) core = i;
+  const c = comps[core], size = Math.max(c.w, c.h);
+  const kept = new Uint8Array(comps.length);
+  kept[core] = 1;
+  let x0 = c.x, y0 = c.y, x1 = c.x + c.w, y1 = c.y + c.h, grew = true;
+  while (grew) {
+    grew = false;
+    comps.forEach((b, i) => {
+      if (kept[i] || b.area < floor) return;
+      const gap = Math.max(x0 - (b.x + b.w), b.x - x1, y0 - (b.y + b.h), b.y - y1, 0);
+      if (gap <= size * (JOIN + JOIN_SIZE * Math.sqrt(b.area / c.area))) {
+        kept[i] = 1;
+        x0 = Math.min(x0, b.x); y0 = Math.min(y0, b.y); x1 = Math.max(x1, b.x + b.w); y1 = Math.max(y1, b.y + b.h);
+        grew = true;
+      }
+    });
+  }
+  const out = image(ink.w, ink.h);
+  for (let i = 0; i < out.data.length; i++) out.data[i] = labels[i] && kept[labels[i] - 1] ? ink.data[i] : 0;
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -246,8 +315,9 @@ export function toObjectFrame(ink, size = 28) {
 export function preprocess(alpha, w, h, spec) {
   const ink = inkMap(alpha, w, h);
   let frame;
+  // garments are not writing: no stroke clean-up for them (the server's preprocess does the same)
   if (spec.layout === "object") frame = toObjectFrame(ink, spec.height);
-  else if (spec.layout === "digit") frame = toMnistFrame(ink, spec.height, pyRound((spec.height * BOX) / 28));
+  else if (spec.layout === "digit") frame = toMnistFrame(keepWriting(ink), spec.height, pyRound((spec.height * BOX) / 28));
   else throw new Error(`unknown input layout ${spec.layout}; expected 'digit' or 'object'`);
   const n = frame.data.length, x = new Float32Array(n), preview = new Uint8Array(n);
   for (let i = 0; i < n; i++) {

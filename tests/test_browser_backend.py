@@ -1,9 +1,10 @@
 """The in-browser backend in a real browser (headless Chromium, Playwright): the JavaScript port of the sketch
 preprocessing against the live Python engine.preprocess, and drawing with the mouse on the page.
 
-Parity: 300 drawings re-rendered from real MNIST test digits (engine.render's "sketch" kind) go through the
-server's preprocess + ONNX Runtime in this process and through static/preprocess.mjs + ONNX Runtime Web in
-the page, loaded from the running app. Nothing is stored: a change to either side shows up here.
+Parity: drawings re-rendered from real MNIST test digits (engine.render's sketchpad kinds: 300 "sketch", and
+100 of each other kind that makes a sketchpad value, e.g. stray taps beside the digit) go through the server's
+preprocess + ONNX Runtime in this process and through static/preprocess.mjs + ONNX Runtime Web in the page,
+loaded from the running app. Nothing is stored: a change to either side shows up here.
 """
 from __future__ import annotations
 
@@ -16,27 +17,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests._server import AppServer
-from tests.test_browser import (CHECKPOINTS, CHROMIUM, CHROMIUM_ARGS, FOUR, LABEL, SEVEN, TIMEOUT_MS, draw,
-                                label_text, predicted, wait_for_empty_hint)
+from tests.test_browser import (CHECKPOINTS, CHROMIUM, FOUR, SEVEN, TIMEOUT_MS, browser, draw, label_text,  # noqa: F401
+                                predicted, wait_for_empty_hint)
 
 BROWSER_BACKEND = "ONNX Runtime Web (in your browser)"
-N_PARITY = 300
+N_PARITY = {"sketch": 300}  # drawings per engine.render kind; other sketchpad kinds: 100
+SKETCH_KINDS = ("sketch", "strays", "fat")  # the kinds whose value is a sketchpad's (the in-browser backend's input)
 PAD = "#web_pad canvas"
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary: apt-get install -y chromium")
-
-
-@pytest.fixture(scope="module")
-def app():
-    from playwright.sync_api import sync_playwright
-
-    with AppServer(["--checkpoints-dir", str(CHECKPOINTS)]) as server, sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium, server.url
-        finally:
-            chromium.close()
 
 
 class Requests:
@@ -87,13 +76,13 @@ def shown_preview(page) -> np.ndarray:
     return img[::8, ::8]
 
 
-def test_draw_digits_in_the_browser(app):
+def test_draw_digits_in_the_browser(browser):
     """Mouse strokes on the pad are read in the page while the pen moves; no prediction request reaches the
     server, nothing comes from another host, and the page's 28x28 equals the server's for the same canvas."""
     from engine.preprocess import preprocess
     from engine.models import InputSpec
 
-    chromium, url = app
+    chromium, url = browser
     context, page, requests = open_page(chromium, url)
     try:
         choose_backend(page, BROWSER_BACKEND)
@@ -131,8 +120,8 @@ def on_pad(page):
     return lambda x, y: (box["x"] + x * box["width"], box["y"] + y * box["height"])
 
 
-def test_without_webassembly_the_page_says_so_and_reads_on_the_server(app):
-    chromium, url = app
+def test_without_webassembly_the_page_says_so_and_reads_on_the_server(browser):
+    chromium, url = browser
     context, page, requests = open_page(chromium, url)
     page.add_init_script("delete window.WebAssembly")
     page.reload()
@@ -178,28 +167,33 @@ async ([moduleUrl, ortUrl, wasmUrl, modelUrl, spec, drawings]) => {
 """
 
 
-@pytest.mark.parametrize("model", ["mnist", "fashion"])
-def test_browser_preprocessing_matches_the_server(app, mnist_test, model):
-    """>= 99.5 % identical top-1 and previews within 1/255 on 300 drawings (the fashion model frames
-    drawings its own way: 50 of them)."""
+def _kinds() -> list[str]:
+    from engine.render import KINDS
+    return [k for k in SKETCH_KINDS if k in KINDS]
+
+
+@pytest.mark.parametrize("model,kind", [("mnist", k) for k in _kinds()] + [("fashion", "sketch")])
+def test_browser_preprocessing_matches_the_server(browser, mnist_test, model, kind):
+    """>= 99.5 % identical top-1 and previews within 1/255 (the fashion model frames drawings its own way:
+    50 of them)."""
     from browser_backend import STATIC, _file_url, onnx_path
     from engine.preprocess import preprocess
     from engine.render import render
     from export.runtime import load_runtime
 
-    chromium, url = app
+    chromium, url = browser
     ckpt = CHECKPOINTS / f"{model}_cnn.pt"
     runtime = load_runtime(ckpt, "ONNX Runtime")
     spec = runtime.spec
-    n = N_PARITY if model == "mnist" else 50
+    n = N_PARITY.get(kind, 100) if model == "mnist" else 50
     rng = np.random.default_rng(14)
     drawings, server_previews, server_top1 = [], [], []
     for digit in mnist_test.images[:n, 0].numpy():
-        value = render(digit, "sketch", rng)
+        value = render(digit, kind, rng)
         x, seen = preprocess(value, spec)
         server_previews.append(seen)
         server_top1.append(int(runtime.predict_proba(x)[0].argmax()))
-        alpha = value["layers"][0][..., 3]
+        alpha = np.asarray(value["layers"][0])[..., 3]
         drawings.append([base64.b64encode(zlib.compress(alpha.tobytes(), 1)).decode(), alpha.shape[1], alpha.shape[0]])
     js_spec = {"height": spec.height, "width": spec.width, "mean": spec.mean, "std": spec.std, "layout": spec.layout}
     context, page, _ = open_page(chromium, url)
@@ -216,7 +210,7 @@ def test_browser_preprocessing_matches_the_server(app, mnist_test, model):
              for (p, _), s in zip(got, server_previews)]
     same_top1 = sum(t == s for (_, t), s in zip(got, server_top1))
     close = sum(d <= 1 for d in diffs)
-    print(f"{model}: {n} drawings, identical previews {sum(d == 0 for d in diffs)}, within 1/255 {close}, "
+    print(f"{model}, {kind}: {n} drawings, identical previews {sum(d == 0 for d in diffs)}, within 1/255 {close}, "
           f"identical top-1 {same_top1}, largest difference {max(diffs)}/255")
     assert same_top1 >= 0.995 * n, f"top-1 differs on {n - same_top1} of {n} drawings"
     assert close >= 0.995 * n, f"previews differ by more than 1/255 on {n - close} of {n}: {sorted(diffs)[-5:]}"
