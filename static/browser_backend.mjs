@@ -18,11 +18,13 @@ let ortPromise = null;
 function loadOrt() {
   ortPromise ??= (async () => {
     if (typeof WebAssembly !== "object") throw new Error("this browser cannot run WebAssembly");
+    const t0 = performance.now();
     const ort = await import(new URL("./ort/ort.wasm.bundle.min.mjs", import.meta.url).href);
     // the .wasm only: the bundle carries its own loader, so nothing else is fetched
     ort.env.wasm.wasmPaths = { wasm: new URL("./ort/ort-wasm-simd-threaded.wasm", import.meta.url).href };
     ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
     ort.env.wasm.proxy = false;
+    window.__digitsTrace?.push({ ort_import_ms: performance.now() - t0 });
     return ort;
   })();
   return ortPromise;
@@ -71,7 +73,7 @@ export function mount(element, props) {
       const s = await ort.InferenceSession.create(new URL(models[name].url, document.baseURI).href,
                                                   { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
       const loadMs = performance.now() - t0;
-      trace({ load: name, ms: loadMs });
+      trace({ load: name, ms: loadMs, ready: performance.now() });
       status.textContent = `${name}: ONNX Runtime Web (WebAssembly) ready`;
       return { ort, s, loadMs };
     });

@@ -35,10 +35,25 @@ export function pyRound(v) {
 // ---------------------------------------------------------------------------------------------------
 // Step 1: the sketch's alpha -> ink map in [0, 1] (ink_map for a sketchpad value)
 
+// Only the part of the canvas holding ink is copied: every later step crops to the ink anyway, and a big
+// canvas stays cheap while the pen moves. Returns null for an empty canvas.
 export function inkMap(alpha, w, h) {
   const stride = alpha.length === w * h * 4 ? 4 : 1, off = stride === 4 ? 3 : 0;
-  const ink = image(w, h);
-  for (let i = 0; i < w * h; i++) ink.data[i] = alpha[i * stride + off] / 255;
+  let y0 = h, y1 = -1, x0 = w, x1 = -1;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0, i = y * w * stride + off; x < w; x++, i += stride) {
+      if (alpha[i] === 0) continue;
+      if (y < y0) y0 = y;
+      y1 = y;
+      if (x < x0) x0 = x;
+      if (x > x1) x1 = x;
+    }
+  }
+  if (y1 < 0) return null;
+  const ink = image(x1 - x0 + 1, y1 - y0 + 1);
+  for (let y = y0; y <= y1; y++) {
+    for (let x = x0; x <= x1; x++) ink.data[(y - y0) * ink.w + x - x0] = alpha[(y * w + x) * stride + off] / 255;
+  }
   return ink;
 }
 
@@ -81,10 +96,11 @@ function components(ink) {
 
 // keep_writing: the largest component is the writing's core; others join it when near it for their size
 // (a 5's top bar, a 4 or 7 in two strokes), which may bring more in reach; the rest is dropped.
-export function keepWriting(ink) {
+// canvasArea: the whole canvas's pixels (ink may be the inked part of it only).
+export function keepWriting(ink, canvasArea = ink.w * ink.h) {
   const { labels, comps } = components(ink);
   if (comps.length <= 1) return ink;
-  const floor = Math.max(4, SPECK * ink.w * ink.h);
+  const floor = Math.max(4, SPECK * canvasArea);
   let core = 0;
   for (let i = 1; i < comps.length; i++) if (comps[i].area > comps[core].area) core = i;
   const c = comps[core], size = Math.max(c.w, c.h);
@@ -314,10 +330,11 @@ export function toObjectFrame(ink, size = 28) {
 // spec: {height, mean, std, layout} as in the checkpoint's InputSpec.
 export function preprocess(alpha, w, h, spec) {
   const ink = inkMap(alpha, w, h);
+  if (ink === null) throw new EmptyInputError("draw something first: the canvas is empty");
   let frame;
   // garments are not writing: no stroke clean-up for them (the server's preprocess does the same)
   if (spec.layout === "object") frame = toObjectFrame(ink, spec.height);
-  else if (spec.layout === "digit") frame = toMnistFrame(keepWriting(ink), spec.height, pyRound((spec.height * BOX) / 28));
+  else if (spec.layout === "digit") frame = toMnistFrame(keepWriting(ink, w * h), spec.height, pyRound((spec.height * BOX) / 28));
   else throw new Error(`unknown input layout ${spec.layout}; expected 'digit' or 'object'`);
   const n = frame.data.length, x = new Float32Array(n), preview = new Uint8Array(n);
   for (let i = 0; i < n; i++) {
