@@ -168,7 +168,7 @@ def main(argv=None) -> dict:
                 if "/queue/join" in r.url or "/upload" in r.url else None)
         t_open = time.perf_counter()
         page.goto(args.url)
-        page.wait_for_selector("#web_pad .web-pad")
+        page.wait_for_function("() => document.querySelector('#web_pad .web-pad')")  # the pad is mounted
         page.locator("#backend input").click()
         t_choose = page.evaluate("performance.now()")
         page.get_by_role("option", name=BROWSER_BACKEND, exact=True).click()
