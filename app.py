@@ -32,6 +32,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from browser_backend import BROWSER_BACKEND, SERVER_FALLBACK, browser_pad, wire_browser_pad
 from engine.checkpoint import CheckpointError
 from engine.models import InputSpec
 from engine.preprocess import EmptyInputError, PreprocessError, check_size, open_image, preprocess
@@ -99,6 +100,9 @@ class ServedModel:
     def runtime(self, backend: str) -> Runtime:
         if backend in self.runtimes:
             return self.runtimes[backend]
+        if backend == BROWSER_BACKEND:
+            raise gr.Error(f"{BROWSER_BACKEND} runs in the page, not on the server; from Python choose "
+                           f"{SERVER_FALLBACK!r}, which runs the same .onnx file")
         if backend in self.problems:
             raise gr.Error(f"{backend} cannot serve the {self.name} model: {self.problems[backend]}")
         raise gr.Error(f"unknown backend {backend!r} for the {self.name} model; choose one of: "
@@ -130,6 +134,8 @@ def load_served_model(name: str, checkpoint: Path, only_fresh: bool) -> ServedMo
         raise CheckpointError(f"no backend can serve {checkpoint}: " + "; ".join(problems.values()))
     spec = next(iter(runtimes.values())).spec
     offered = list(runtimes) if only_fresh else [b for b in available_backends() if b not in refused]
+    if SERVER_FALLBACK in runtimes:  # a fresh .onnx export: the page can run it itself
+        offered.append(BROWSER_BACKEND)
     return ServedModel(name, Path(checkpoint), spec, runtimes, problems, offered)
 
 
@@ -315,8 +321,10 @@ def _if_visible(tab: str):
     sends them (a sketch is uploaded first), so a request can arrive after the user has moved on; each
     request is checked against the tab shown when it runs, not when it left."""
     def listener(source: str, image, backend: str, model: str):
-        if source != tab:
+        if source != tab or backend == BROWSER_BACKEND and tab == "sketch":  # the page reads its own canvas
             return gr.skip(), gr.skip(), gr.skip()
+        if backend == BROWSER_BACKEND:  # uploads are read on the server, by the same .onnx file
+            return predict_live(image, SERVER_FALLBACK, model)
         return predict_live(image, _usable_backend(model, backend), model)
     listener.__name__ = f"predict_{tab}_if_visible"
     return listener
@@ -362,6 +370,9 @@ def build_demo(delete_cache: tuple[float, float] | None = None) -> gr.Blocks:
                                 brush=gr.Brush(default_size=BRUSH_RADIUS, colors=["#000000"],
                                                color_mode="fixed"),
                                 eraser=gr.Eraser(default_size=BRUSH_RADIUS))
+                            web_pad = browser_pad({n: (m.checkpoint, m.spec) for n, m in MODELS.items()
+                                                   if BROWSER_BACKEND in m.offered}, model0, backend0,
+                                                  sketch_id="sketch", brush_radius=BRUSH_RADIUS, elem_id="web_pad")
                         with gr.Tab("Upload") as upload_tab:
                             upload = UploadInput(
                                 elem_id="upload", label="Image file (or paste, or webcam)", type="filepath",
@@ -410,6 +421,7 @@ def build_demo(delete_cache: tuple[float, float] | None = None) -> gr.Blocks:
             tab.select(lambda name=name: name, None, source, queue=False, api_visibility="private").then(
                 *listener, **live)
         model.change(_backend_choices, [model, backend], backend, queue=False, api_visibility="private")
+        wire_browser_pad(web_pad, model, backend, outputs, EMPTY_HINT)
         # The API: strict versions of the same two functions (an empty input is an error for a client).
         api_only = gr.Button(visible=False)
         api_only.click(predict_sketch, [sketch, backend, model], outputs, api_name="predict_sketch",

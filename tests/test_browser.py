@@ -68,8 +68,9 @@ def on_canvas(page):
     return lambda x, y: (x0 + x * size, y0 + y * size)
 
 
-def draw(page, strokes) -> None:
-    at = on_canvas(page)
+def draw(page, strokes, at=None) -> None:
+    """Mouse strokes; `at` maps (x, y) fractions to page coordinates (default: the sketchpad's, on_canvas)."""
+    at = at or on_canvas(page)
     for stroke in strokes:
         page.mouse.move(*at(*stroke[0]))
         page.mouse.down()

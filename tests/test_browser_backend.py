@@ -1,0 +1,228 @@
+"""The in-browser backend in a real browser (headless Chromium, Playwright): the JavaScript port of the sketch
+preprocessing against the live Python engine.preprocess, and drawing with the mouse on the page.
+
+Parity: drawings re-rendered from real MNIST test digits (engine.render's sketchpad kinds: 300 "sketch", and
+50 of each other kind that makes a sketchpad value, e.g. stray taps beside the digit) go through the server's
+preprocess + ONNX Runtime in this process and through static/preprocess.mjs + ONNX Runtime Web in the page,
+loaded from the running app. Nothing is stored: a change to either side shows up here.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import zlib
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.test_browser import (CHECKPOINTS, CHROMIUM, FOUR, SEVEN, TIMEOUT_MS, browser, draw, label_text,  # noqa: F401
+                                predicted, wait_for_empty_hint)
+
+BROWSER_BACKEND = "ONNX Runtime Web (in your browser)"
+N_PARITY = {"sketch": 300}  # drawings per engine.render kind; other sketchpad kinds: 50
+SKETCH_KINDS = ("sketch", "strays", "fat")  # the kinds whose value is a sketchpad's (the in-browser backend's input)
+PAD = "#web_pad canvas"
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary: apt-get install -y chromium")
+
+
+class Requests:
+    """Every request the page makes: its URLs, and the prediction requests (queue joins, uploads)."""
+
+    def __init__(self, page):
+        self.urls: list[str] = []
+        self.sent: list[tuple[str, int | None]] = []  # (url, id of the component whose event sent it)
+        page.on("request", self._seen)
+
+    def _seen(self, request) -> None:
+        self.urls.append(request.url)
+        if "/queue/join" in request.url or "/upload" in request.url:
+            body = json.loads(request.post_data or "{}") if "/queue/join" in request.url else {}
+            self.sent.append((request.url, body.get("trigger_id")))
+
+    def not_from(self, page, *elem_ids: str) -> list[tuple[str, int | None]]:
+        """Prediction requests sent by anything but the components with these elem_ids (e.g. the dropdowns,
+        whose server listeners may leave a busy browser a moment after the choice)."""
+        ids = page.evaluate("ids => window.gradio_config.components.filter(c => ids.includes(c.props?.elem_id))"
+                            ".map(c => c.id)", list(elem_ids))
+        return [(u, t) for u, t in self.sent if t not in ids]
+
+
+def open_page(chromium, url, **context_args):
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, **context_args)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    requests = Requests(page)
+    page.goto(url)
+    page.wait_for_selector("#sketch canvas")
+    page.wait_for_function("() => document.querySelector('#web_pad .web-pad')")  # the pad's module is mounted
+    return context, page, requests
+
+
+def choose_backend(page, name: str, wait: bool = True) -> None:
+    page.locator("#backend input").click()
+    page.get_by_role("option", name=name, exact=True).click()
+    if wait:
+        page.wait_for_function(f"() => document.querySelector('#backend input').value === {name!r}")
+
+
+def pad_alpha(page) -> np.ndarray:
+    """The pad's drawing as an RGBA array, read from its canvas."""
+    b64 = page.evaluate("""sel => {
+        const c = document.querySelector(sel), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let s = ''; for (let i = 0; i < d.length; i += 8192) s += String.fromCharCode(...d.subarray(i, i + 8192));
+        return [btoa(s), c.width, c.height];
+    }""", PAD)
+    data, w, h = b64
+    return np.frombuffer(base64.b64decode(data), np.uint8).reshape(h, w, 4)
+
+
+def shown_preview(page) -> np.ndarray:
+    """The 28x28 the page shows (its 224x224 preview, one pixel per 8x8 block)."""
+    src = page.locator("#preview img").get_attribute("src")
+    assert src.startswith("data:image/png;base64,"), src[:80]
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("L"))
+    return img[::8, ::8]
+
+
+def test_draw_digits_in_the_browser(browser):
+    """Mouse strokes on the pad are read in the page while the pen moves; no prediction request reaches the
+    server, nothing comes from another host, and the page's 28x28 equals the server's for the same canvas."""
+    from engine.preprocess import preprocess
+    from engine.models import InputSpec
+
+    chromium, url = browser
+    context, page, requests = open_page(chromium, url)
+    try:
+        choose_backend(page, BROWSER_BACKEND)
+        page.wait_for_selector(PAD, state="visible")
+        assert not page.locator("#sketch").is_visible()  # the pad takes the sketchpad's place
+        page.wait_for_function("() => document.querySelector('#web_pad .web-status').textContent.includes('ready')")
+        wait_for_empty_hint(page)
+        before = len(requests.not_from(page, "backend", "model"))
+        # a 7 in one stroke, the pen still down: the answer is there before it lifts
+        at = on_pad(page)
+        page.mouse.move(*at(*SEVEN[0][0]))
+        page.mouse.down()
+        for x, y in SEVEN[0][1:]:
+            page.mouse.move(*at(x, y), steps=6)
+        assert predicted(page, "7") == "7"
+        page.mouse.up()
+        timing = page.locator("#timing textarea").input_value()
+        assert timing.startswith(BROWSER_BACKEND + ": ") and "ms in this page" in timing
+        server_view = preprocess({"layers": [pad_alpha(page)]}, InputSpec())[1]
+        assert np.abs(shown_preview(page).astype(int) - server_view).max() <= 1
+        page.locator("#web_pad .web-clear").click()
+        wait_for_empty_hint(page)
+        assert label_text(page) == ""
+        draw(page, FOUR, on_pad(page))
+        assert predicted(page, "4") == "4"
+        assert requests.not_from(page, "backend", "model")[before:] == []  # the strokes never reached the server
+        hosts = {urlparse(u).netloc for u in requests.urls if urlparse(u).scheme in ("http", "https", "ws", "wss")}
+        assert hosts == {urlparse(url).netloc}, hosts
+    finally:
+        context.close()
+
+
+def on_pad(page):
+    box = page.locator(PAD).bounding_box()
+    return lambda x, y: (box["x"] + x * box["width"], box["y"] + y * box["height"])
+
+
+def test_without_webassembly_the_page_says_so_and_reads_on_the_server(browser):
+    chromium, url = browser
+    context, page, requests = open_page(chromium, url)
+    page.add_init_script("delete window.WebAssembly")
+    page.reload()
+    page.wait_for_selector("#sketch canvas")
+    page.wait_for_function("() => document.querySelector('#web_pad .web-pad')")
+    try:
+        choose_backend(page, BROWSER_BACKEND, wait=False)  # it does not stay chosen
+        page.wait_for_function("() => document.querySelector('#timing textarea').value.includes('not available')")
+        assert "WebAssembly" in page.locator("#timing textarea").input_value()
+        page.wait_for_function("() => document.querySelector('#backend input').value === 'ONNX Runtime'")
+        page.wait_for_selector("#sketch canvas", state="visible")
+        page.wait_for_function("() => document.querySelector('#sketch button[aria-label=\"Brush\"]')"
+                               "?.classList.contains('highlight')")
+        draw(page, SEVEN)  # the server's sketchpad, read on the server
+        assert predicted(page, "7") == "7"
+        assert page.locator("#timing textarea").input_value().startswith("ONNX Runtime: ")
+    finally:
+        context.close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Parity of the JavaScript preprocessing with the live Python one
+
+PARITY_JS = """
+async ([moduleUrl, ortUrl, wasmUrl, modelUrl, spec, drawings]) => {
+  const { preprocess } = await import(new URL(moduleUrl, document.baseURI).href);
+  const ort = await import(new URL(ortUrl, document.baseURI).href);
+  ort.env.wasm.wasmPaths = { wasm: new URL(wasmUrl, document.baseURI).href };
+  ort.env.wasm.numThreads = 1;
+  const session = await ort.InferenceSession.create(new URL(modelUrl, document.baseURI).href);
+  const out = [];
+  for (const [b64, w, h] of drawings) {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const raw = new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream('deflate')));
+    const alpha = new Uint8Array(await raw.arrayBuffer());
+    const { x, preview } = preprocess(alpha, w, h, spec);
+    const r = await session.run({ image: new ort.Tensor('float32', x, [1, 1, spec.height, spec.width]) });
+    const logits = Array.from(r.logits.data);
+    out.push([btoa(String.fromCharCode(...preview)), logits.indexOf(Math.max(...logits))]);
+  }
+  return out;
+}
+"""
+
+
+def _kinds() -> list[str]:
+    from engine.render import KINDS
+    return [k for k in SKETCH_KINDS if k in KINDS]
+
+
+@pytest.mark.parametrize("model,kind", [("mnist", k) for k in _kinds()] + [("fashion", "sketch")])
+def test_browser_preprocessing_matches_the_server(browser, mnist_test, model, kind):
+    """>= 99.5 % identical top-1 and previews within 1/255 (the fashion model frames drawings its own way:
+    30 of them)."""
+    from browser_backend import STATIC, _file_url, onnx_path
+    from engine.preprocess import preprocess
+    from engine.render import render
+    from export.runtime import load_runtime
+
+    chromium, url = browser
+    ckpt = CHECKPOINTS / f"{model}_cnn.pt"
+    runtime = load_runtime(ckpt, "ONNX Runtime")
+    spec = runtime.spec
+    n = N_PARITY.get(kind, 50) if model == "mnist" else 30
+    rng = np.random.default_rng(14)
+    drawings, server_previews, server_top1 = [], [], []
+    for digit in mnist_test.images[:n, 0].numpy():
+        value = render(digit, kind, rng)
+        x, seen = preprocess(value, spec)
+        server_previews.append(seen)
+        server_top1.append(int(runtime.predict_proba(x)[0].argmax()))
+        alpha = np.asarray(value["layers"][0])[..., 3]
+        drawings.append([base64.b64encode(zlib.compress(alpha.tobytes(), 1)).decode(), alpha.shape[1], alpha.shape[0]])
+    js_spec = {"height": spec.height, "width": spec.width, "mean": spec.mean, "std": spec.std, "layout": spec.layout}
+    context, page, _ = open_page(chromium, url)
+    try:
+        got = []
+        for i in range(0, n, 50):  # a few MB per call
+            got += page.evaluate(PARITY_JS, [_file_url(STATIC / "preprocess.mjs"),
+                                             _file_url(STATIC / "ort" / "ort.wasm.bundle.min.mjs"),
+                                             _file_url(STATIC / "ort" / "ort-wasm-simd-threaded.wasm"),
+                                             _file_url(onnx_path(ckpt)), js_spec, drawings[i:i + 50]])
+    finally:
+        context.close()
+    diffs = [int(np.abs(np.frombuffer(base64.b64decode(p), np.uint8).reshape(28, 28).astype(int) - s).max())
+             for (p, _), s in zip(got, server_previews)]
+    same_top1 = sum(t == s for (_, t), s in zip(got, server_top1))
+    close = sum(d <= 1 for d in diffs)
+    print(f"{model}, {kind}: {n} drawings, identical previews {sum(d == 0 for d in diffs)}, within 1/255 {close}, "
+          f"identical top-1 {same_top1}, largest difference {max(diffs)}/255")
+    assert same_top1 >= 0.995 * n, f"top-1 differs on {n - same_top1} of {n} drawings"
+    assert close >= 0.995 * n, f"previews differ by more than 1/255 on {n - close} of {n}: {sorted(diffs)[-5:]}"
