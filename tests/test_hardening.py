@@ -486,9 +486,13 @@ def test_file_routes_serve_nothing_outside_what_they_should(server, checkpoint, 
     uploaded = upload(server.url, "seven.png", data)
     assert raw_get(server.port, f"/gradio_api/file={uploaded}") == (200, data)  # the route does work
     up = Path(uploaded).parent
+    # The fp32 .onnx file is public by design: the in-browser backend (ONNX Runtime Web) downloads it. Nothing
+    # else of the model is: not the checkpoint, not the other exports.
+    onnx_file = artifact_paths(checkpoint)["onnx"]
+    assert raw_get(server.port, f"/gradio_api/file={onnx_file}") == (200, onnx_file.read_bytes())
     targets = []
-    for path in ["/etc/passwd", str(checkpoint), str(artifact_paths(checkpoint)["onnx"]), str(ROOT / "app.py"),
-                 str(ROOT / "checkpoints")]:
+    for path in ["/etc/passwd", str(checkpoint), str(artifact_paths(checkpoint)["torchscript"]),
+                 str(artifact_paths(checkpoint)["int8"]), str(ROOT / "app.py"), str(ROOT / "checkpoints")]:
         secret = Path(path).read_bytes()[:48] if Path(path).is_file() else b""  # content, never in an error text
         rel = os.path.relpath(path, up)
         targets += [(f"/gradio_api/file={path}", secret), (f"/gradio_api/file={up}/{rel}", secret),
