@@ -124,3 +124,16 @@ def test_onnx_runtime_is_compared_with_pytorchs_fastest_engine(result):
     assert "x best PyTorch" in format_table(result)
     # the optional AOTInductor package was not built for this copy: left out, and the header says why
     assert "aoti" not in result["header"]["engines"] and "pt2" in result["header"]["refused_exports"]
+
+
+def test_torch_compile_rows_match_eager_and_report_the_compile_apart(exported):
+    """torch.compile (inductor, freezing) really runs in the interleaved turns: a row per batch size, logits
+    equal to eager's up to float noise, and the compiling first call reported apart from the timed calls."""
+    r = run_benchmark(exported, batch_sizes=(1, 4), engines=["eager", "torch-compile"], threads=1,
+                      min_time_s=0.01)
+    rows = [row for row in r["rows"] if row["engine"] == "torch-compile"]
+    assert [row["batch_size"] for row in rows] == [1, 4]
+    for row in rows:
+        assert row["max_abs_diff"] < 1e-3 and row["top1_agree"] == 1.0, row
+        assert row["first_call_s"] > 10 * row["p50_ms"] / 1e3, row  # a compile, not a cached eager call
+    assert fastest_pytorch(r["rows"])[1][0] in ("eager", "torch-compile")
