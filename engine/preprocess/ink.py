@@ -1,21 +1,91 @@
-"""Ink step: decoded gray/alpha -> ink map (float32 HxW in [0, 1], 1 = ink), before any clean-up.
+"""Ink step: decoded planes -> ink map (float32 HxW in [0, 1], 1 = ink), before any clean-up, and the binary
+mask of what stands out as ink.
 
     from engine.preprocess.ink import raw_ink
-    ink, scale, kind = raw_ink(value)   # kind: "sketch" (layer alpha) or "image"
+    ink, scale, kind, outside = raw_ink(value)   # kind: "sketch" (layer alpha) or "image"
+
+For photos and scans the light is normalised locally first: the paper's brightness around each point is
+estimated (a morphological closing of the darkest-channel plane, on a small copy, with a kernel wider than
+any stroke: the strokes vanish and the paper, its shadow and gradient remain) and each pixel's contrast is
+measured against it (divided: a stroke in a shadow keeps its contrast). The same with an opening finds light
+ink on a dark ground; the polarity is the one whose thin structures stand out more, so a dark table along an
+edge (wide, not thin) does not decide it. The ink is then what exceeds a threshold set from the image's own
+noise and its strongest ink, a local threshold in effect since the contrast is already local.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
-from engine.preprocess.decode import EmptyInputError, decode
+from engine.preprocess.decode import Decoded, EmptyInputError, decode
+
+ANALYSIS = 160          # the light is estimated on a copy this many pixels on its longest side
+PAPER_KERNEL = 0.25     # closing kernel for the paper's light, as a fraction of the copy's shorter side
+MIN_CONTRAST = 0.07     # the faintest ink told from paper, as a fraction of the paper's local brightness
+NOISE_SIGMAS = 5        # ... and at least this many times the paper's own noise
+PEAK_FRACTION = 0.3     # ... and at least this fraction of the image's strongest ink
 
 
 def is_sketch(value) -> bool:
     return isinstance(value, dict) and ("layers" in value or "composite" in value)
 
 
-def ink_from_gray(gray: np.ndarray) -> np.ndarray:
-    """Decide polarity from the border, subtract the paper level, stretch the contrast."""
+def _odd(n: float) -> int:
+    return max(3, int(n) // 2 * 2 + 1)
+
+
+def background(plane: np.ndarray, dark_ink: bool) -> np.ndarray:
+    """The paper's local brightness: a closing (dark ink) or opening (light ink) wider than any stroke,
+    on a small copy, smoothed and brought back to full size."""
+    h, w = plane.shape
+    f = min(1.0, ANALYSIS / max(h, w))
+    small = cv2.resize(plane, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(PAPER_KERNEL * min(small.shape)),) * 2)
+    bg = cv2.morphologyEx(small, cv2.MORPH_CLOSE if dark_ink else cv2.MORPH_OPEN, k,
+                          borderType=cv2.BORDER_REPLICATE)
+    bg = cv2.blur(bg, (_odd(k.shape[0] / 2),) * 2)
+    return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def contrast(d: Decoded) -> np.ndarray:
+    """Local contrast of the ink against its paper, in [0, 1], with the polarity decided on it."""
+    dark = np.clip(1 - d.dark / np.maximum(background(d.dark, True), 1e-3), 0, 1)
+    bg = background(d.light, False)
+    light = np.clip((d.light - bg) / np.maximum(1 - bg, 0.05), 0, 1)
+    # Thin structures (strokes) stand out in the right polarity; count how much of each image does, above
+    # its noise. Ties (a blank image) go to dark ink on light paper, the common case.
+    return light if _strength(light) > _strength(dark) else dark
+
+
+def _strength(c: np.ndarray) -> float:
+    t = max(MIN_CONTRAST, _noise_floor(c))
+    return float(np.clip(c - t, 0, None).sum())
+
+
+def _noise_floor(c: np.ndarray) -> float:
+    """NOISE_SIGMAS x the paper's noise (robust sigma of the contrast, from its median absolute deviation,
+    on a subsample)."""
+    s = c[::4, ::4]
+    med = float(np.median(s))
+    return med + NOISE_SIGMAS * 1.4826 * float(np.median(np.abs(s - med)))
+
+
+def ink_from_planes(d: Decoded) -> np.ndarray:
+    """Opaque image -> ink map: local contrast, thresholded from its noise and its strongest ink, rescaled so
+    that firm ink is 1 (faint pencil and black ballpoint look alike to the model)."""
+    c = cv2.GaussianBlur(contrast(d), (3, 3), 0)  # one-pixel sensor noise is not ink
+    t = max(MIN_CONTRAST, _noise_floor(c))
+    over = c[c > t]
+    if over.size == 0:
+        return np.zeros_like(c)
+    peak = float(np.percentile(over, 90))
+    t = max(t, PEAK_FRACTION * peak)
+    return np.clip((c - t) / max(peak - t, 1e-3) + 0.25, 0, 1) * (c > t)
+
+
+def global_ink(gray: np.ndarray) -> np.ndarray:
+    """Whole objects rather than strokes (Fashion-MNIST's garments): polarity from the border, one paper
+    level subtracted, contrast stretched. A local paper estimate would eat a garment wider than its kernel."""
     h, w = gray.shape
     b = max(1, min(h, w) // 20)
     border = np.concatenate([gray[:b].ravel(), gray[-b:].ravel(), gray[:, :b].ravel(), gray[:, -b:].ravel()])
@@ -29,8 +99,9 @@ def ink_from_gray(gray: np.ndarray) -> np.ndarray:
     return np.clip(ink / top, 0, 1)
 
 
-def raw_ink(value) -> tuple[np.ndarray, float, str]:
-    """Any supported input -> (ink map, original pixels per ink-map pixel, "sketch" or "image")."""
+def raw_ink(value, strokes: bool = True) -> tuple[np.ndarray, float, str, Decoded | None]:
+    """Any supported input -> (ink map, original pixels per ink-map pixel, "sketch" or "image", the decoded
+    planes of an opaque image or None). strokes=False: an opaque image's ink by global_ink (objects)."""
     if is_sketch(value):
         # Gradio sketchpad: strokes live in the layers' alpha; background/composite are only a fallback
         # (an image placed on the canvas, or a client that sends only the composite).
@@ -38,25 +109,26 @@ def raw_ink(value) -> tuple[np.ndarray, float, str]:
         for layer in value.get("layers") or []:
             if layer is None:
                 continue
-            _, alpha, scale = decode(layer)
-            if alpha is not None and alpha.max(initial=0) > 0:
-                inks.append((alpha, scale))
+            d = decode(layer)
+            if d.alpha is not None and d.alpha.max(initial=0) > 0:
+                inks.append((d.alpha, d.scale))
         if inks:
             ink, scale = inks[0]
             for a, _ in inks[1:]:
                 ink = np.maximum(ink, a) if a.shape == ink.shape else ink
-            return ink.astype(np.float32), scale, "sketch"
+            return ink.astype(np.float32), scale, "sketch", None
         for key in ("composite", "background"):
             if value.get(key) is not None:
-                ink, scale, _ = raw_ink(value[key])
-                return ink, scale, "sketch"
+                ink, scale, _, d = raw_ink(value[key], strokes)
+                return ink, scale, "sketch", d
         raise EmptyInputError("draw something first: the canvas is empty")
-    gray, alpha, scale = decode(value)
-    if alpha is not None and alpha.min() < 0.98 and alpha.max() > 0.02:
+    d = decode(value)
+    if d.alpha is not None and d.alpha.min() < 0.98 and d.alpha.max() > 0.02:
         # Transparent background: ink is what is opaque and differs from the page. For a drawing on a
         # transparent canvas that is simply the alpha, whatever colour the pen had.
-        return alpha.astype(np.float32), scale, "image"
-    return ink_from_gray(gray), scale, "image"
+        return d.alpha.astype(np.float32), d.scale, "image", None
+    ink = ink_from_planes(d) if strokes else global_ink(d.gray)
+    return ink.astype(np.float32), d.scale, "image", d
 
 
 def ink_map(value) -> np.ndarray:
