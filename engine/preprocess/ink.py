@@ -8,8 +8,8 @@ For photos and scans the light is normalised locally first: the paper's brightne
 estimated (a morphological closing of the darkest-channel plane, on a small copy, with a kernel wider than
 any stroke: the strokes vanish and the paper, its shadow and gradient remain) and each pixel's contrast is
 measured against it (divided: a stroke in a shadow keeps its contrast). The same with an opening finds light
-ink on a dark ground; the polarity is the one whose thin structures stand out more, so a dark table along an
-edge (wide, not thin) does not decide it. The ink is then what exceeds a threshold set from the image's own
+ink on a dark ground; the polarity is the one with more ink over its thresholds, so a dark table along an
+edge (wide, followed by the light estimate) does not decide it. The ink is then what exceeds a threshold set from the image's own
 noise and its strongest ink, a local threshold in effect since the contrast is already local.
 """
 from __future__ import annotations
@@ -20,10 +20,10 @@ import numpy as np
 from engine.preprocess.decode import Decoded, EmptyInputError, decode
 
 ANALYSIS = 160          # the light is estimated on a copy this many pixels on its longest side
-PAPER_KERNEL = 0.25     # closing kernel for the paper's light, as a fraction of the copy's shorter side
-MIN_CONTRAST = 0.07     # the faintest ink told from paper, as a fraction of the paper's local brightness
-NOISE_SIGMAS = 5        # ... and at least this many times the paper's own noise
-PEAK_FRACTION = 0.3     # ... and at least this fraction of the image's strongest ink
+PAPER_KERNEL = 0.25     # ... with a kernel this fraction of its shorter side (wider than any digit's stroke)
+MIN_CONTRAST = 0.06     # the faintest ink told from paper, as a fraction of the paper's local brightness
+NOISE_SIGMAS = 4        # ... and at least this many times the paper's own noise (hysteresis: seeds 1.5x)
+PEAK_FRACTION = 0.3     # seeds are at least this fraction of the image's strongest ink
 
 
 def is_sketch(value) -> bool:
@@ -34,53 +34,72 @@ def _odd(n: float) -> int:
     return max(3, int(n) // 2 * 2 + 1)
 
 
-def background(plane: np.ndarray, dark_ink: bool) -> np.ndarray:
+def background(plane: np.ndarray, dark: bool) -> np.ndarray:
     """The paper's local brightness: a closing (dark ink) or opening (light ink) wider than any stroke,
-    on a small copy, smoothed and brought back to full size."""
+    made on a small copy, smoothed and brought back to full size."""
     h, w = plane.shape
     f = min(1.0, ANALYSIS / max(h, w))
+    k = _odd(PAPER_KERNEL * min(h, w) * f)
     small = cv2.resize(plane, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(PAPER_KERNEL * min(small.shape)),) * 2)
-    bg = cv2.morphologyEx(small, cv2.MORPH_CLOSE if dark_ink else cv2.MORPH_OPEN, k,
+    ellipse = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    bg = cv2.morphologyEx(small, cv2.MORPH_CLOSE if dark else cv2.MORPH_OPEN, ellipse,
                           borderType=cv2.BORDER_REPLICATE)
-    bg = cv2.blur(bg, (_odd(k.shape[0] / 2),) * 2)
+    bg = cv2.blur(bg, (_odd(k / 2),) * 2)
     return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def contrast(d: Decoded) -> np.ndarray:
-    """Local contrast of the ink against its paper, in [0, 1], with the polarity decided on it."""
-    dark = np.clip(1 - d.dark / np.maximum(background(d.dark, True), 1e-3), 0, 1)
-    bg = background(d.light, False)
-    light = np.clip((d.light - bg) / np.maximum(1 - bg, 0.05), 0, 1)
-    # Thin structures (strokes) stand out in the right polarity; count how much of each image does, above
-    # its noise. Ties (a blank image) go to dark ink on light paper, the common case.
-    return light if _strength(light) > _strength(dark) else dark
+def _contrast(plane: np.ndarray, dark: bool) -> np.ndarray:
+    bg = background(plane, dark)
+    if dark:  # divided: a stroke in a shadow keeps its contrast
+        return np.clip(1 - plane / np.maximum(bg, 1e-3), 0, 1)
+    return np.clip(plane - bg, 0, 1)
 
 
-def _strength(c: np.ndarray) -> float:
-    t = max(MIN_CONTRAST, _noise_floor(c))
-    return float(np.clip(c - t, 0, None).sum())
-
-
-def _noise_floor(c: np.ndarray) -> float:
-    """NOISE_SIGMAS x the paper's noise (robust sigma of the contrast, from its median absolute deviation,
-    on a subsample)."""
-    s = c[::4, ::4]
+def _noise(c: np.ndarray) -> tuple[float, float]:
+    """The paper's level and noise in a contrast map: median and robust sigma (from the median absolute
+    deviation), on a subsample."""
+    s = c[::3, ::3]
     med = float(np.median(s))
-    return med + NOISE_SIGMAS * 1.4826 * float(np.median(np.abs(s - med)))
+    return med, 1.4826 * float(np.median(np.abs(s - med)))
+
+
+def _hysteresis(c: np.ndarray, low: float, high: float) -> np.ndarray:
+    """uint8 mask: the connected regions over `low` that reach `high` somewhere (a faint stroke hangs on to
+    its firm parts; paper noise over `low` has none)."""
+    n, labels = cv2.connectedComponents((c > low).astype(np.uint8), connectivity=8)
+    seeded = np.zeros(n, np.uint8)
+    seeded[np.unique(labels[c > high])] = 1
+    seeded[0] = 0
+    return seeded[labels]
+
+
+def _ink(c: np.ndarray) -> tuple[np.ndarray, float]:
+    """Contrast -> (ink map, its sum)."""
+    med, sigma = _noise(c)
+    low = max(MIN_CONTRAST, med + NOISE_SIGMAS * sigma)
+    over = c[c > low]
+    if over.size == 0:
+        return np.zeros_like(c), 0.0
+    peak = float(np.percentile(over, 90))
+    high = max(1.5 * low, PEAK_FRACTION * peak)
+    if peak <= high:
+        return np.zeros_like(c), 0.0
+    mask = _hysteresis(c, low, high)
+    ink = np.clip((c - low) / max(peak - low, 1e-3), 0, 1) * mask  # a faint halo stays faint
+    return ink, float(ink.sum())
 
 
 def ink_from_planes(d: Decoded) -> np.ndarray:
-    """Opaque image -> ink map: local contrast, thresholded from its noise and its strongest ink, rescaled so
-    that firm ink is 1 (faint pencil and black ballpoint look alike to the model)."""
-    c = cv2.GaussianBlur(contrast(d), (3, 3), 0)  # one-pixel sensor noise is not ink
-    t = max(MIN_CONTRAST, _noise_floor(c))
-    over = c[c > t]
-    if over.size == 0:
-        return np.zeros_like(c)
-    peak = float(np.percentile(over, 90))
-    t = max(t, PEAK_FRACTION * peak)
-    return np.clip((c - t) / max(peak - t, 1e-3) + 0.25, 0, 1) * (c > t)
+    """Opaque image -> ink map. Each pixel's contrast against the paper's local light is measured both ways
+    (dark ink on the darkest channel against a closing, light ink on the brightest against an opening, both
+    as a fraction of full scale); the ink is what rises over a threshold from the paper's noise and the
+    strongest ink (hysteresis: faint parts of a stroke hang on to its firm parts), rescaled so firm ink is 1
+    (faint pencil and black ballpoint look alike to the model). The polarity is decided on these normalised
+    images: the one with more ink over its thresholds (a blank page: dark ink, the common case). A dark
+    table beside the page is wide, so the light estimate follows it and it adds little to either side."""
+    dark = _ink(cv2.GaussianBlur(_contrast(d.dark, True), (3, 3), 0))
+    light = _ink(cv2.GaussianBlur(_contrast(d.light, False), (3, 3), 0))
+    return dark[0] if dark[1] >= light[1] else light[0]
 
 
 def global_ink(gray: np.ndarray) -> np.ndarray:
