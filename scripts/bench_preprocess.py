@@ -1,0 +1,59 @@
+"""Time engine.preprocess on what users send: a sketchpad drawing (560x560 RGBA layers, as the app's canvas
+sends them) and a 12-megapixel phone JPEG (4000x3000, decoding included).
+
+    python scripts/bench_preprocess.py            # p50/p90 over 50 calls each
+    python scripts/bench_preprocess.py --n 200
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from engine.data import default_data_dir, load_dataset  # noqa: E402
+from engine.preprocess import preprocess  # noqa: E402
+from engine.render import render  # noqa: E402
+
+
+def timed(fn, n: int) -> tuple[float, float]:
+    fn()  # warm-up
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 90) * 1e3)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=50, help="calls per input (default: 50)")
+    p.add_argument("--data-dir", default=default_data_dir())
+    args = p.parse_args(argv)
+    split = load_dataset("mnist", args.data_dir, train=False, download=False)
+    digit = split.images[0, 0].numpy()
+    rng = np.random.default_rng(0)
+    sketch = render(digit, "sketch", rng)
+    h, w = sketch["layers"][0].shape[:2]
+    canvas = {k: (np.asarray(Image.fromarray(v).resize((560, 560))) if not isinstance(v, list) else
+                  [np.asarray(Image.fromarray(a).resize((560, 560))) for a in v]) for k, v in sketch.items()}
+    photo = np.full((3000, 4000, 3), (205, 200, 190), np.uint8)
+    ink = np.asarray(Image.fromarray(digit).resize((1400, 1400), Image.Resampling.BICUBIC), np.float32) / 255
+    photo[800:2200, 1300:2700] = (photo[800:2200, 1300:2700] * (1 - 0.85 * ink[..., None])).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "JPEG", quality=90)
+    jpeg = buf.getvalue()
+    for name, fn in (("sketchpad drawing 560x560", lambda: preprocess(canvas)),
+                     (f"12 MP JPEG {len(jpeg) / 1e6:.1f} MB, decode included", lambda: preprocess(jpeg))):
+        p50, p90 = timed(fn, args.n)
+        print(f"{name:40s} p50 {p50:6.1f} ms   p90 {p90:6.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
