@@ -23,6 +23,8 @@ import numpy as np
 
 ANALYSIS = 256           # the page is found on a copy this many pixels on its longest side
 SOLID = 0.12             # a table is dark and wider than this fraction of the shorter side (no stroke is)
+SHARP = 0.3              # ... and its boundary is a step, not a soft shadow's edge (see outside_paper)
+TABLE_STEP = 0.2         # ... and darker than the page by at least this (of full scale)
 EDGE_BAND = 0.02         # and ink this close to it (fraction of the shorter side) is the paper's edge
 LINES_AT = 512           # lines are looked for on a copy this many pixels on its longest side
 LINE_LENGTH = 0.4        # a ruled line runs straight for at least this fraction of the image's width (height)
@@ -45,7 +47,9 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
     h, w = gray.shape
     f = min(1.0, ANALYSIS / max(h, w))
     small = cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-    u8 = (small * 255).astype(np.uint8)
+    # A median keeps the page's edge where it is and wipes out thin lines and strokes, which would look sharp.
+    u8 = cv2.medianBlur((small * 255).astype(np.uint8), 5)
+    small = u8.astype(np.float32) / 255
     t, dark = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
     side = min(small.shape)
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(SOLID * side)),) * 2)
@@ -55,9 +59,25 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
     touching = [i for i in range(1, n) if stats[i, cv2.CC_STAT_LEFT] == 0 or stats[i, cv2.CC_STAT_TOP] == 0
                 or stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] == sw
                 or stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] == sh]
-    if not touching:
+    # The page's edge is sharp; a shadow's is soft. Keep a region whose boundary climbs at least SHARP of its
+    # brightness step per pixel of this copy (a page edge: nearly all of it within a pixel or two; a hand's
+    # shadow: spread over many).
+    gy, gx = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3) / 8, cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3) / 8
+    near = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    grad = cv2.dilate(np.hypot(gx, gy), near)  # the steepest climb within two pixels of each point
+    sharp = []
+    for i in touching:
+        region = (labels == i).astype(np.uint8)
+        edge = (region - cv2.erode(region, np.ones((3, 3), np.uint8))).astype(bool)  # its boundary's pixels
+        edge[[0, -1], :] = edge[:, [0, -1]] = False  # the image's own edge is no boundary
+        if not edge.any():
+            continue
+        step = float(np.median(small[(cv2.dilate(region, k) - region).astype(bool)])) - float(np.median(small[region.astype(bool)]))
+        if step >= TABLE_STEP and float(np.median(grad[edge])) >= SHARP * step:
+            sharp.append(i)
+    if not sharp:
         return None
-    out = np.isin(labels, touching).astype(np.uint8)
+    out = np.isin(labels, sharp).astype(np.uint8)
     if out.mean() > 0.6:  # the dark ground itself (light ink on dark, a dark page): not a table
         return None
     band = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(2 * EDGE_BAND * side),) * 2)
@@ -79,8 +99,8 @@ def find_lines(mask: np.ndarray) -> np.ndarray:
     small = (small > 0).astype(np.uint8)
     sh, sw = small.shape
     shortest = LINE_LENGTH * min(sh, sw)
-    segs = cv2.HoughLinesP(small, 1, np.pi / 360, threshold=max(10, int(0.6 * shortest)),
-                           minLineLength=shortest, maxLineGap=max(2, int(0.01 * max(sh, sw))))
+    segs = cv2.HoughLinesP(small, 1, np.pi / 360, threshold=max(10, int(0.35 * shortest)),
+                           minLineLength=shortest, maxLineGap=max(2, int(0.03 * max(sh, sw))))
     lines = np.zeros_like(mask)
     if segs is None:
         return lines
@@ -96,7 +116,11 @@ def find_lines(mask: np.ndarray) -> np.ndarray:
         thickness = cv2.countNonZero(band & mask) / length
         if thickness * LINE_SLENDER > length or thickness > 0.05 * min(h, w):
             continue
-        cv2.line(lines, (int(x0), int(y0)), (int(x1), int(y1)), 1, int(np.ceil(thickness)) + 2)
+        # A ruled line runs on across the page past what the transform found of it: drawn to the image's edges.
+        ux, uy = (x1 - x0) / length, (y1 - y0) / length
+        reach = h + w
+        cv2.line(lines, (int(x0 - reach * ux), int(y0 - reach * uy)), (int(x1 + reach * ux), int(y1 + reach * uy)),
+                 1, int(np.ceil(thickness)) + 2 + int(1 / f))
     return lines & mask
 
 
@@ -112,7 +136,11 @@ def remove_lines(ink: np.ndarray) -> np.ndarray:
     span = min(span, 15)
     rejoined = (cv2.morphologyEx(keep, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (1, span)))
                 | cv2.morphologyEx(keep, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (span, 1))))
-    return ink * (keep | (rejoined & lines))
+    # Ink written on a line (a 2's base along a ruled line) is darker than the line: kept.
+    on_line = ink[lines.astype(bool)]
+    level = float(np.median(on_line))
+    darker = (ink > max(1.5 * level, level + 0.25)).astype(np.uint8)  # none when the lines are as dark as ink
+    return ink * (keep | (rejoined & lines) | (darker & lines))
 
 
 def _at_edge(labels: np.ndarray, n: int) -> np.ndarray:

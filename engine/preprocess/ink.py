@@ -24,6 +24,8 @@ PAPER_KERNEL = 0.25     # ... with a kernel this fraction of its shorter side (w
 MIN_CONTRAST = 0.06     # the faintest ink told from paper, as a fraction of the paper's local brightness
 NOISE_SIGMAS = 4        # ... and at least this many times the paper's own noise (hysteresis: seeds 1.5x)
 PEAK_FRACTION = 0.3     # seeds are at least this fraction of the image's strongest ink
+UNIFORM = 0.1           # paper spreading less than this share of the ink's contrast (std) is one level
+PAPER_STEP = 0.25       # the polarity is judged where the paper's brightness changes by less than this nearby
 
 
 def is_sketch(value) -> bool:
@@ -48,8 +50,36 @@ def background(plane: np.ndarray, dark: bool) -> np.ndarray:
     return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+def uniform_paper(plane: np.ndarray) -> float | None:
+    """The paper's brightness when it is one level over the whole image (a scan, a screenshot, a crop like
+    MNIST's own 28x28), else None. Otsu splits the pixels in two; the paper is the larger class, and it is
+    uniform when it spreads little. Then one level is exact and a local estimate could only
+    err: in a small image, a bold digit's merged strokes are wider than any kernel the image allows. Uniform
+    means: the paper's spread (std) is under UNIFORM of the ink's contrast, so faint pencil under a mild
+    gradient still gets the local estimate."""
+    h, w = plane.shape
+    f = min(1.0, ANALYSIS / max(h, w))
+    small = cv2.resize(plane, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    u8 = (np.clip(small, 0, 1) * 255).round().astype(np.uint8)
+    t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    above = u8 > t
+    paper, ink = (small[above], small[~above]) if above.mean() >= 0.5 else (small[~above], small[above])
+    if paper.size < 0.6 * small.size or ink.size == 0:
+        return None
+    level = float(np.median(paper))
+    if float(paper.std()) > UNIFORM * abs(level - float(np.median(ink))):
+        return None
+    return level
+
+
 def _contrast(plane: np.ndarray, dark: bool) -> np.ndarray:
-    bg = background(plane, dark)
+    """Each pixel's contrast against the paper: one level where the paper is uniform, else its local light
+    (smoothed a little against sensor noise and graphite grain, unless the image is so small that a 3x3
+    blur would be a good part of a stroke: MNIST's own 28x28)."""
+    if min(plane.shape) >= 4 * 28:
+        plane = cv2.GaussianBlur(plane, (3, 3), 0)
+    level = uniform_paper(plane)
+    bg = background(plane, dark) if level is None else np.float32(level)
     if dark:  # divided: a stroke in a shadow keeps its contrast
         return np.clip(1 - plane / np.maximum(bg, 1e-3), 0, 1)
     return np.clip(plane - bg, 0, 1)
@@ -80,7 +110,7 @@ def _ink(c: np.ndarray) -> tuple[np.ndarray, float]:
     over = c[c > low]
     if over.size == 0:
         return np.zeros_like(c), 0.0
-    peak = float(np.percentile(over, 90))
+    peak = float(np.percentile(over, 99))
     high = max(1.5 * low, PEAK_FRACTION * peak)
     if peak <= high:
         return np.zeros_like(c), 0.0
@@ -89,17 +119,47 @@ def _ink(c: np.ndarray) -> tuple[np.ndarray, float]:
     return ink, float(ink.sum())
 
 
+def dark_ink(d: Decoded) -> bool:
+    """True for dark ink on light paper (the common case, and the answer for a blank image), False for light
+    ink on a dark ground. The paper is the commonest brightness around each point: a median filter wider than
+    any stroke follows the paper through shadows, gradients and a table along an edge, where the border's
+    brightness or one global level would not. Ink is what differs from it; its sign gives the polarity. (A
+    morphological paper estimate is no judge here: an opening, the light-ink estimate, dips between dense
+    dark strokes, so the paper inside a 0 or between two strokes would look like light ink.)"""
+    h, w = d.gray.shape
+    f = min(1.0, ANALYSIS / max(h, w))
+    small = cv2.resize(d.gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    u8 = (small * 255).round().astype(np.uint8)
+    k = min(_odd(PAPER_KERNEL * min(small.shape)), 255)
+    paper = cv2.medianBlur(u8, k).astype(np.float32)
+    diff = u8.astype(np.float32) - paper
+    s = diff[::2, ::2] if diff.size > 4096 else diff
+    noise = 1.4826 * float(np.median(np.abs(s - np.median(s))))
+    off = np.abs(diff) > max(255 * MIN_CONTRAST, NOISE_SIGMAS * noise)
+    # Only where the paper estimate is smooth: within a kernel of the page's edge in a photo (a step from
+    # paper to table) the median lags behind the edge, and a strip of the page would look like light ink.
+    # A digit filling the picture makes steps of its own: where nothing is left, judge everywhere.
+    square = np.ones((k, k), np.uint8)
+    smooth = off & ((cv2.dilate(paper, square) - cv2.erode(paper, square)) <= 255 * PAPER_STEP)
+    if smooth.sum() >= max(10, off.sum() / 20):
+        off = smooth
+    return float(diff[off].sum()) <= 0  # more darker-than-paper ink than lighter
+
+
 def ink_from_planes(d: Decoded) -> np.ndarray:
-    """Opaque image -> ink map. Each pixel's contrast against the paper's local light is measured both ways
-    (dark ink on the darkest channel against a closing, light ink on the brightest against an opening, both
-    as a fraction of full scale); the ink is what rises over a threshold from the paper's noise and the
-    strongest ink (hysteresis: faint parts of a stroke hang on to its firm parts), rescaled so firm ink is 1
-    (faint pencil and black ballpoint look alike to the model). The polarity is decided on these normalised
-    images: the one with more ink over its thresholds (a blank page: dark ink, the common case). A dark
-    table beside the page is wide, so the light estimate follows it and it adds little to either side."""
-    dark = _ink(cv2.GaussianBlur(_contrast(d.dark, True), (3, 3), 0))
-    light = _ink(cv2.GaussianBlur(_contrast(d.light, False), (3, 3), 0))
-    return dark[0] if dark[1] >= light[1] else light[0]
+    """Opaque image -> ink map. The polarity first (dark_ink: from the image normalised by its local paper,
+    not from the border), then each pixel's contrast against the paper's local light (dark ink on the
+    darkest channel against a closing, light ink on the brightest against an opening); the ink is what rises
+    over a threshold from the paper's noise and the strongest ink (hysteresis: faint parts of a stroke hang
+    on to its firm parts), rescaled so firm ink is 1 (faint pencil and black ballpoint look alike to the
+    model)."""
+    dark = dark_ink(d)
+    for polarity in (dark, not dark):  # when the first finds nothing (a bold digit filling a tiny image), the other
+        c = _contrast(d.dark, True) if polarity else _contrast(d.light, False)
+        ink, total = _ink(c)
+        if total > 0:
+            break
+    return ink
 
 
 def global_ink(gray: np.ndarray) -> np.ndarray:
