@@ -43,9 +43,12 @@ def main(argv=None) -> None:
     h, w = sketch["layers"][0].shape[:2]
     canvas = {k: (np.asarray(Image.fromarray(v).resize((560, 560))) if not isinstance(v, list) else
                   [np.asarray(Image.fromarray(a).resize((560, 560))) for a in v]) for k, v in sketch.items()}
-    photo = np.full((3000, 4000, 3), (205, 200, 190), np.uint8)
-    ink = np.asarray(Image.fromarray(digit).resize((1400, 1400), Image.Resampling.BICUBIC), np.float32) / 255
-    photo[800:2200, 1300:2700] = (photo[800:2200, 1300:2700] * (1 - 0.85 * ink[..., None])).astype(np.uint8)
+    # A phone photo as the renderer makes them (page, table, shadow, small digit), at 12 MP with sensor noise,
+    # saved at quality 90: a few MB like a real one (a flat synthetic page would compress to 0.2 MB and decode
+    # faster than any photo).
+    small = np.asarray(render(digit, "photo", rng).convert("RGB"))
+    photo = np.asarray(Image.fromarray(small).resize((4000, 3000), Image.Resampling.BILINEAR), np.float32)
+    photo = np.clip(photo + rng.normal(0, 6, photo.shape[:2])[..., None], 0, 255).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(photo).save(buf, "JPEG", quality=90)
     jpeg = buf.getvalue()

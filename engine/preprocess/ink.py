@@ -25,6 +25,7 @@ MIN_CONTRAST = 0.06     # the faintest ink told from paper, as a fraction of the
 NOISE_SIGMAS = 4        # ... and at least this many times the paper's own noise (hysteresis: seeds 1.5x)
 PEAK_FRACTION = 0.3     # seeds are at least this fraction of the image's strongest ink
 UNIFORM = 0.1           # paper spreading less than this share of the ink's contrast (std) is one level
+EDGE_INK = 0.1          # ... unless more than this share of the image's edge is not paper (a table)
 PAPER_STEP = 0.25       # the polarity is judged where the paper's brightness changes by less than this nearby
 
 
@@ -65,6 +66,10 @@ def uniform_paper(plane: np.ndarray) -> float | None:
     above = u8 > t
     paper, ink = (small[above], small[~above]) if above.mean() >= 0.5 else (small[~above], small[above])
     if paper.size < 0.6 * small.size or ink.size == 0:
+        return None
+    # Ink seldom reaches the image's edge; a table beside the page always does: not one paper level then.
+    edge = np.concatenate([above[0], above[-1], above[:, 0], above[:, -1]])
+    if (edge != (above.mean() >= 0.5)).mean() > EDGE_INK:
         return None
     level = float(np.median(paper))
     if float(paper.std()) > UNIFORM * abs(level - float(np.median(ink))):
