@@ -21,7 +21,7 @@ from engine.preprocess.decode import Decoded, EmptyInputError, decode
 
 ANALYSIS = 160          # the light is estimated on a copy this many pixels on its longest side
 PAPER_KERNEL = 0.25     # ... with a kernel this fraction of its shorter side (wider than any digit's stroke)
-MIN_CONTRAST = 0.06     # the faintest ink told from paper, as a fraction of the paper's local brightness
+MIN_CONTRAST = 0.03     # the faintest ink told from paper, as a fraction of the paper's local brightness
 NOISE_SIGMAS = 4        # ... and at least this many times the paper's own noise (hysteresis: seeds 1.5x)
 PEAK_FRACTION = 0.3     # seeds are at least this fraction of the image's strongest ink
 UNIFORM = 0.1           # paper spreading less than this share of the ink's contrast (std) is one level
