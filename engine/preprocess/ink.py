@@ -51,9 +51,9 @@ def background(plane: np.ndarray, dark: bool) -> np.ndarray:
     return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def uniform_paper(plane: np.ndarray) -> float | None:
-    """The paper's brightness when it is one level over the whole image (a scan, a screenshot, a crop like
-    MNIST's own 28x28), else None. Otsu splits the pixels in two; the paper is the larger class, and it is
+def uniform_paper(plane: np.ndarray) -> tuple[float, float] | None:
+    """(the paper's brightness, the ink's) when the paper is one level over the whole image (a scan, a
+    screenshot, a crop like MNIST's own 28x28), else None. Otsu splits the pixels in two; the paper is the larger class, and it is
     uniform when it spreads little. Then one level is exact and a local estimate could only
     err: in a small image, a bold digit's merged strokes are wider than any kernel the image allows. Uniform
     means: the paper's spread (std) is under UNIFORM of the ink's contrast, so faint pencil under a mild
@@ -74,7 +74,7 @@ def uniform_paper(plane: np.ndarray) -> float | None:
     level = float(np.median(paper))
     if float(paper.std()) > UNIFORM * abs(level - float(np.median(ink))):
         return None
-    return level
+    return level, float(np.median(ink))
 
 
 def _contrast(plane: np.ndarray, dark: bool) -> np.ndarray:
@@ -83,8 +83,8 @@ def _contrast(plane: np.ndarray, dark: bool) -> np.ndarray:
     blur would be a good part of a stroke: MNIST's own 28x28)."""
     if min(plane.shape) >= 4 * 28:
         plane = cv2.GaussianBlur(plane, (3, 3), 0)
-    level = uniform_paper(plane)
-    bg = background(plane, dark) if level is None else np.float32(level)
+    levels = uniform_paper(plane)
+    bg = background(plane, dark) if levels is None else np.float32(levels[0])
     if dark:  # divided: a stroke in a shadow keeps its contrast
         return np.clip(1 - plane / np.maximum(bg, 1e-3), 0, 1)
     return np.clip(plane - bg, 0, 1)
@@ -131,6 +131,9 @@ def dark_ink(d: Decoded) -> bool:
     brightness or one global level would not. Ink is what differs from it; its sign gives the polarity. (A
     morphological paper estimate is no judge here: an opening, the light-ink estimate, dips between dense
     dark strokes, so the paper inside a 0 or between two strokes would look like light ink.)"""
+    levels = uniform_paper(d.gray)
+    if levels is not None:  # one paper level over the whole image: the paper is its larger class
+        return levels[0] >= levels[1]
     h, w = d.gray.shape
     f = min(1.0, ANALYSIS / max(h, w))
     small = cv2.resize(d.gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
