@@ -175,6 +175,8 @@ def keep_writing(ink: np.ndarray, photo: bool = False) -> np.ndarray:
         core, edge = int(np.argmax(areas)), np.zeros(len(areas), bool)
     boxes = stats[:, :4].astype(np.float64)  # x, y, w, h
     size = max(boxes[core, 2], boxes[core, 3])
+    if photo:  # a level sliver longer than the digit is what is left of a ruled line, not a 5's or 7's bar
+        edge = edge | ((stats[:, 2] > LEVEL_SLIVER * stats[:, 3]) & (stats[:, 2] > size))
     kept = {core}
     x0, y0 = boxes[core, 0], boxes[core, 1]
     x1, y1 = x0 + boxes[core, 2], y0 + boxes[core, 3]
