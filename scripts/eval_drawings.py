@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.data import default_data_dir, load_dataset
-from engine.render import KINDS, render
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python scripts/eval_drawings.py` from anywhere
+from engine.data import default_data_dir, load_dataset  # noqa: E402
+from engine.render import KINDS, render  # noqa: E402
 
 
 def write_request(digit_u8: np.ndarray, kind: str, rng: np.random.Generator, folder: Path, stem: str):
