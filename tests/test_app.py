@@ -163,7 +163,7 @@ def test_bad_input_gets_a_clear_message_and_the_server_keeps_serving(client, tmp
     Image.new("1", (10000, 9000)).save(huge)
     cases = [
         ("/predict_sketch", {"background": None, "layers": [], "composite": None}, "draw something first"),
-        ("/predict_upload", handle_file(str(blank)), "draw something first"),
+        ("/predict_upload", handle_file(str(blank)), "no digit found in the image"),
         ("/predict_upload", handle_file(str(text)), "not an image"),
         ("/predict_upload", handle_file(str(truncated)), "damaged or truncated"),
         ("/predict_upload", handle_file(str(huge)), "megapixels"),

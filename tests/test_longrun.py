@@ -90,7 +90,7 @@ def mixed_requests() -> list[Request]:
         Request("truncated PNG", "predict_upload", "cut.png", good[:len(good) // 2], "mnist",
                 r"the image file is damaged or truncated", False),
         Request("blank page", "predict_upload", "blank.png", _png(Image.new("L", (64, 64), 255)), "mnist",
-                r"draw something first", False),
+                r"no digit found in the image", False),
     ]
     return requests
 
