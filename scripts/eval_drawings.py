@@ -75,7 +75,7 @@ def run_requests(client, requests, backend: str, model: str = "mnist", workers: 
         _, _, api_name, arg = request
         for attempt in range(3):
             try:
-                label, _, _ = client.predict(arg, backend, model, api_name=api_name)
+                label = client.predict(arg, backend, model, api_name=api_name)[0]
                 return str(label["label"])
             except CancelledError:
                 if attempt == 2:

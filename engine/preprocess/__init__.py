@@ -4,6 +4,7 @@ the app, the benchmark, image-folder training and the tests.
     from engine.preprocess import preprocess, extract_ink
     x, preview = preprocess(image, spec)   # x: float32 (1, 1, 28, 28) normalised; preview: uint8 (28, 28)
     ink = extract_ink(image)               # Ink(ink=HxW float32 map, scale, kind): the cleaned ink
+    x, preview, ink = preprocess_ink(image, spec)  # both at once; ink_box(ink.ink): where the framed ink is
 
 `image` may be a Gradio sketchpad value (dict with "layers"/"composite"), a PIL image, a numpy array or
 a file path. Data flows one way through the package's modules:
@@ -25,12 +26,12 @@ from engine.models import InputSpec
 from engine.preprocess.clean import clean
 from engine.preprocess.decode import (MAX_PIXELS, SHRINK_PIXELS, EmptyInputError, PreprocessError, check_size,
                                       open_image)
-from engine.preprocess.frame import BOX, INK_THRESHOLD, stroke_width, to_mnist_frame, to_object_frame
+from engine.preprocess.frame import BOX, INK_THRESHOLD, ink_box, stroke_width, to_mnist_frame, to_object_frame
 from engine.preprocess.ink import ink_map, raw_ink
 
-__all__ = ["preprocess", "extract_ink", "Ink", "frame", "PreprocessError", "EmptyInputError", "check_size",
-           "open_image", "ink_map", "stroke_width", "to_mnist_frame", "to_object_frame", "MAX_PIXELS",
-           "SHRINK_PIXELS"]
+__all__ = ["preprocess", "preprocess_ink", "extract_ink", "Ink", "frame", "ink_box", "PreprocessError",
+           "EmptyInputError", "check_size", "open_image", "ink_map", "stroke_width", "to_mnist_frame",
+           "to_object_frame", "MAX_PIXELS", "SHRINK_PIXELS"]
 
 
 @dataclass
@@ -75,13 +76,21 @@ def frame(ink: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 def preprocess(image, spec: InputSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Any user image -> (normalised float32 (1, 1, 28, 28), uint8 (28, 28) preview of what the model sees)."""
+    x, preview, _ = preprocess_ink(image, spec)
+    return x, preview
+
+
+def preprocess_ink(image, spec: InputSpec | None = None) -> tuple[np.ndarray, np.ndarray, Ink]:
+    """preprocess() and the Ink it framed (for the object layout the uncleaned ink, see ink.global_ink), so
+    a caller can show where the input's ink was found (ink_box) without preprocessing twice."""
     spec = spec or InputSpec()
     if spec.layout == "object":  # garments, not writing: no stroke clean-up (see ink.global_ink)
         if image is None:
             raise EmptyInputError("draw something first (or upload an image)")
-        ink = raw_ink(image, strokes=False)[0]
+        ink, scale, kind, _ = raw_ink(image, strokes=False)
+        ink = Ink(ink.astype(np.float32, copy=False), float(scale), kind)
     else:
-        ink = extract_ink(image).ink
-    out = frame(ink, spec)
+        ink = extract_ink(image)
+    out = frame(ink.ink, spec)
     x = ((out - spec.mean) / spec.std).astype(np.float32)[None, None]
-    return x, (out * 255).round().astype(np.uint8)
+    return x, (out * 255).round().astype(np.uint8), ink

@@ -37,6 +37,13 @@ def _bbox(ink: np.ndarray, thr: float = INK_THRESHOLD) -> tuple[int, int, int, i
     return ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
 
 
+def ink_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) in ink-map pixels, x1 and y1 exclusive: the box the framing crops to (the ink over
+    INK_THRESHOLD); None when there is no ink."""
+    bb = _bbox(ink)
+    return None if bb is None else (int(bb[2]), int(bb[0]), int(bb[3]), int(bb[1]))
+
+
 def _fit(ink: np.ndarray, longest: int, keep_thin: bool = False) -> np.ndarray:
     """Crop to the ink and scale so the longest side is `longest` pixels, keeping the aspect ratio.
 
