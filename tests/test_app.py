@@ -22,7 +22,6 @@ from gradio_client.exceptions import AppError
 from PIL import Image, ImageDraw
 
 import app
-from engine.render import KINDS
 from export.runtime import available_backends
 from scripts.eval_drawings import make_requests, run_requests, summarise
 from scripts.make_examples import slug
@@ -31,6 +30,7 @@ from tests._server import AppServer, free_port
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = Path(os.environ.get("APP_TEST_CHECKPOINTS_DIR", ROOT / "checkpoints"))
 BACKENDS = available_backends()
+LIVE_KINDS = ("sketch", "jpeg", "inverted", "strays")
 N_PER_KIND = 20  # digits per kind and backend; the 1000-per-kind figure comes from scripts/eval_drawings.py
 
 
@@ -54,8 +54,10 @@ def client(server) -> Client:
 
 @pytest.fixture(scope="module")
 def drawings(mnist_test, tmp_path_factory):
-    """N_PER_KIND real test digits per kind, rendered once as the files the API takes."""
-    return make_requests(mnist_test, KINDS, N_PER_KIND, seed=1, folder=tmp_path_factory.mktemp("drawings"))
+    """N_PER_KIND real test digits per kind, rendered once as the files the API takes. The kinds every
+    backend must read at 90 %+ here; the real-world kinds (pencil, ruled, photo...) are measured per kind in
+    tests/test_preprocess_real.py and scripts/eval_drawings.py, where their own floors are."""
+    return make_requests(mnist_test, LIVE_KINDS, N_PER_KIND, seed=1, folder=tmp_path_factory.mktemp("drawings"))
 
 
 def png_bytes(img: Image.Image) -> bytes:
