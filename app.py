@@ -12,9 +12,10 @@ From Python, with the app running:
 
     from gradio_client import Client, handle_file
     client = Client("http://127.0.0.1:7860/")
-    label, preview, timing = client.predict(handle_file("examples/mnist_7.png"), "ONNX Runtime", "mnist",
-                                            api_name="/predict_upload")
+    label, preview, timing, found = client.predict(handle_file("examples/mnist_7.png"), "ONNX Runtime", "mnist",
+                                                   api_name="/predict_upload")
     print(label["label"], timing)                   # the top class, and "ONNX Runtime: ... ms (preprocessing ... ms)"
+    # preview: the 28x28 the model saw; found: the input's thumbnail with a box where the digit was found
 """
 from __future__ import annotations
 
@@ -30,12 +31,13 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageOps
 
 from browser_backend import BROWSER_BACKEND, SERVER_FALLBACK, browser_pad, wire_browser_pad
 from engine.checkpoint import CheckpointError
 from engine.models import InputSpec
-from engine.preprocess import EmptyInputError, PreprocessError, check_size, open_image, preprocess
+from engine.preprocess import EmptyInputError, Ink, PreprocessError, check_size, ink_box, open_image, preprocess_ink
+from engine.preprocess.ink import is_sketch
 from export.benchmark import format_table, plot_results, run_benchmark
 from export.runtime import (MissingExportError, RefusedExportError, Runtime, StaleExportError,
                             available_backends, check_exports, load_runtime)
@@ -49,6 +51,9 @@ CANVAS = (560, 560)      # sketchpad pixels: room to draw on a laptop; the page 
 SKETCH_HEIGHT = "min(660px, 95vw)"  # the canvas at about full size on a laptop, no wasted space on a phone
 BRUSH_RADIUS = 16        # px on that canvas, i.e. a stroke about 1/17 of the canvas, like MNIST's ink
 PREVIEW_SCALE = 8        # the 28x28 model input is shown at 224x224, nearest-neighbour so pixels stay pixels
+THUMBNAIL = 320          # "where the digit was found": the input shown with its longest side at most this
+BOX_COLOUR = (255, 0, 0)  # ... with a box this colour drawn around the ink that was framed for the model
+BOX_WIDTH = 3            # ... this many thumbnail pixels wide, just outside the ink
 EXAMPLES_DIR = ROOT / "examples"
 EMPTY_HINT = "draw a digit (or upload an image) to see the prediction"
 
@@ -176,18 +181,83 @@ def _predict(image, backend: str, model: str):
     served = _served(model)
     runtime = served.runtime(backend)
     t0 = time.perf_counter()
-    x, seen = preprocess(image, runtime.spec)  # x: (1, 1, 28, 28) normalised; seen: uint8 (28, 28)
+    x, seen, ink = preprocess_ink(image, runtime.spec)  # x: (1, 1, 28, 28) normalised; seen: uint8 (28, 28)
     t1 = time.perf_counter()
     probs = runtime.predict_proba(x)[0]        # (C,)
     t2 = time.perf_counter()
     confidences = {name: float(p) for name, p in zip(served.spec.class_names, probs)}
     preview = np.kron(seen, np.ones((PREVIEW_SCALE, PREVIEW_SCALE), np.uint8))
     timing = f"{backend}: {(t2 - t1) * 1e3:.2f} ms (preprocessing {(t1 - t0) * 1e3:.1f} ms)"
-    return confidences, preview, timing
+    return confidences, preview, timing, where_found(image, ink)
+
+
+def _open_upright(source) -> tuple[Image.Image, tuple[int, int]]:
+    """One image (path, bytes, FileData dict, PIL, numpy) -> (the PIL image as displayed, i.e. with its EXIF
+    orientation applied, a large JPEG decoded at reduced scale; its full size (w, h) as displayed). Only for
+    input that preprocessing has already accepted."""
+    if isinstance(source, dict):
+        source = source["path"]
+    if isinstance(source, (str, os.PathLike, bytes, bytearray)):
+        img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+        size = img.size
+        img.draft(img.mode, (THUMBNAIL, THUMBNAIL))  # libjpeg skips most of a photo's pixels
+    elif isinstance(source, Image.Image):
+        img, size = source, source.size
+    else:  # a numpy array (or tensor), as decode takes it
+        a = np.asarray(source)
+        a = a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a
+        if a.dtype != np.uint8:
+            top = 65535.0 if a.dtype == np.uint16 else 1.0 if a.dtype.kind == "f" and a.max(initial=0) <= 1 else 255.0
+            a = (np.clip(a.astype(np.float32) / top, 0, 1) * 255).round().astype(np.uint8)
+        img = Image.fromarray(a)
+        size = img.size
+    upright = ImageOps.exif_transpose(img)
+    return upright, size[::-1] if upright.size != img.size else size
+
+
+def _thumbnail(image) -> tuple[Image.Image, tuple[int, int]]:
+    """The input as a person sees it -> (RGB thumbnail on white, longest side at most THUMBNAIL (small inputs
+    enlarged by a whole factor, nearest-neighbour), the original's upright size (w, h)). A sketch is its
+    composite, or its background and layers laid on one another."""
+    parts = [image]
+    if is_sketch(image):
+        parts = [image.get("composite")] if image.get("composite") is not None else [
+            image.get("background"), *(image.get("layers") or [])]
+    canvas, size = None, None
+    for part in (p for p in parts if p is not None):
+        img, full = _open_upright(part)
+        if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # high bit depth: stretched as decode does
+            a = np.asarray(img, np.float32)
+            img = Image.fromarray(((a - a.min()) / max(float(a.max() - a.min()), 1e-6) * 255).astype(np.uint8))
+        img = img.convert("RGBA" if img.has_transparency_data else "RGB")
+        if canvas is None:
+            size, longest = full, max(img.size)
+            fit = THUMBNAIL / longest if longest > THUMBNAIL else max(1, THUMBNAIL // longest)
+            thumb = (max(1, round(img.width * fit)), max(1, round(img.height * fit)))
+            canvas = Image.new("RGBA", thumb, (255, 255, 255, 255))
+        img = img.resize(canvas.size, Image.Resampling.BOX if img.width > canvas.width else Image.Resampling.NEAREST)
+        canvas.alpha_composite(img.convert("RGBA"))
+    return canvas.convert("RGB"), size
+
+
+def where_found(image, ink: Ink) -> np.ndarray:
+    """RGB uint8 thumbnail of the input with a box around the ink that was framed for the model: what lies
+    outside it (a stray mark, a ruled line, the table) was left out, and a box in the wrong place shows why a
+    reading went wrong."""
+    thumb, (width, height) = _thumbnail(image)
+    box = ink_box(ink.ink)
+    if box is not None:  # ink-map pixels -> original pixels (scale) -> thumbnail pixels
+        fx, fy = ink.scale * thumb.width / width, ink.scale * thumb.height / height
+        x0, y0, x1, y1 = int(box[0] * fx), int(box[1] * fy), int(np.ceil(box[2] * fx)), int(np.ceil(box[3] * fy))
+        w = BOX_WIDTH
+        ImageDraw.Draw(thumb).rectangle(
+            [max(x0 - w, 0), max(y0 - w, 0), min(x1 + w - 1, thumb.width - 1), min(y1 + w - 1, thumb.height - 1)],
+            outline=BOX_COLOUR, width=w)
+    return np.asarray(thumb)
 
 
 def predict(image, backend: str = DEFAULT_BACKEND, model: str = DEFAULT_MODEL):
-    """Any image (sketchpad value, path, PIL, numpy) -> ({class: prob}, preview, timing text)."""
+    """Any image (sketchpad value, path, PIL, numpy) -> ({class: prob}, preview, timing text, where_found)."""
     try:
         return _predict(image, backend, model)
     except PreprocessError as e:  # says what to do: "draw something first", "scale it down", ...
@@ -209,7 +279,7 @@ def predict_live(image, backend: str, model: str):
     try:
         return _predict(image, backend, model)
     except EmptyInputError:
-        return None, None, EMPTY_HINT
+        return None, None, EMPTY_HINT, None
     except PreprocessError as e:
         raise gr.Error(str(e)) from None
 
@@ -300,7 +370,8 @@ image, dark-on-light or light-on-dark, decided automatically), cropped to the in
 side is 20 px keeping the aspect ratio, stroke weight brought near MNIST's, centred by centre of mass in
 28x28, then normalised with the model's own mean and std. Clothing is framed the way Fashion-MNIST was
 made instead: longest side to the full 28 px, centred by its bounding box, no stroke change (the model's
-input spec says which). The preview shows exactly what the model saw.
+input spec says which). The preview shows exactly what the model saw; beside it, the input with a red box
+where the digit was found (what lies outside it, a stray mark or a ruled line, was left out).
 The time shown is the model call alone on the chosen backend, with preprocessing timed separately.
 """
 
@@ -322,7 +393,7 @@ def _if_visible(tab: str):
     request is checked against the tab shown when it runs, not when it left."""
     def listener(source: str, image, backend: str, model: str):
         if source != tab or backend == BROWSER_BACKEND and tab == "sketch":  # the page reads its own canvas
-            return gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         if backend == BROWSER_BACKEND:  # uploads are read on the server, by the same .onnx file
             return predict_live(image, SERVER_FALLBACK, model)
         return predict_live(image, _usable_backend(model, backend), model)
@@ -390,8 +461,11 @@ def build_demo(delete_cache: tuple[float, float] | None = None) -> gr.Blocks:
                         backend.render()
                 with gr.Column(scale=2):
                     label = gr.Label(num_top_classes=3, label="Top 3", elem_id="label")
-                    preview = gr.Image(label="What the model saw (28x28)", type="numpy", format="png",
-                                       interactive=False, height=240, elem_id="preview")
+                    with gr.Row():
+                        preview = gr.Image(label="What the model saw (28x28)", type="numpy", format="png",
+                                           interactive=False, height=240, elem_id="preview")
+                        found = gr.Image(label="Where the digit was found", type="numpy", format="png",
+                                         interactive=False, height=240, elem_id="found")
                     timing = gr.Textbox(label="Inference time", interactive=False, elem_id="timing")
             gr.Markdown(HOW_IT_WORKS)
         with gr.Tab("Benchmark"):
@@ -402,7 +476,7 @@ def build_demo(delete_cache: tuple[float, float] | None = None) -> gr.Blocks:
             bench_table = gr.Markdown()
             bench_plot = gr.Image(label="Throughput and latency", type="filepath", interactive=False)
 
-        outputs = [label, preview, timing]
+        outputs = [label, preview, timing, found]
         # Live: every stroke, upload, example, backend or model choice and tab switch predicts the input on
         # the visible tab; one listener per input (see _if_visible: the hidden sketchpad fires a late
         # "change"). Only the user's own changes trigger them (.input, not .change): an example sets the

@@ -2,7 +2,7 @@
 
     from browser_backend import BROWSER_BACKEND, browser_pad, wire_browser_pad
     pad = browser_pad({"mnist": (checkpoint_path, spec)}, model="mnist", visible=False)   # inside gr.Blocks
-    wire_browser_pad(pad, model, backend, [label, preview, timing])
+    wire_browser_pad(pad, model, backend, [label, preview, timing, found])   # outputs after the 3rd are cleared
 
 The page gets a canvas of its own (a gr.HTML) whose JavaScript (static/browser_backend.mjs) preprocesses the
 drawing with a port of engine.preprocess (static/preprocess.mjs, checked against the Python by
@@ -63,16 +63,17 @@ import(new URL(props.module_url, document.baseURI).href)
   });
 """
 
-# The pad's result -> the page's outputs (Top 3, preview, time) and, where WebAssembly failed, the backend.
+# The pad's result -> the page's outputs (Top 3, preview, time, then any others: cleared, the page computes
+# nothing for them) and, where WebAssembly failed, the backend.
 SHOW_JS = """
 (value, backend) => {{
-  const r = value ? JSON.parse(value) : null;
+  const r = value ? JSON.parse(value) : null, rest = Array({rest}).fill(null);
   // an empty Label is {{}}: null leaves the old answer on the page
-  if (!r || r.empty) return [{{}}, null, {empty_hint}, backend];
-  if (r.fallback) return [{{}}, null, r.message, {fallback}];
+  if (!r || r.empty) return [{{}}, null, {empty_hint}, ...rest, backend];
+  if (r.fallback) return [{{}}, null, r.message, ...rest, {fallback}];
   const preview = {{path: 'preview.png', url: r.preview, orig_name: 'preview.png', mime_type: 'image/png',
                     meta: {{_type: 'gradio.FileData'}}}};
-  return [{{label: r.label, confidences: r.confidences}}, preview, r.timing, backend];
+  return [{{label: r.label, confidences: r.confidences}}, preview, r.timing, ...rest, backend];
 }}
 """
 
@@ -104,8 +105,10 @@ def browser_pad(models: dict[str, tuple[Path, InputSpec]], model: str, backend: 
 
 def wire_browser_pad(pad: gr.HTML, model: gr.Dropdown, backend: gr.Dropdown, outputs: list,
                      empty_hint: str) -> None:
-    """Tell the pad the model and backend chosen; put its answers in the outputs. JavaScript-only listeners:
-    none of this talks to the server."""
+    """Tell the pad the model and backend chosen; put its answers in the outputs (Top 3, preview, time; any
+    further output, such as where the digit was found, is cleared). JavaScript-only listeners: none of this
+    talks to the server."""
     gr.on([model.change, backend.change], None, [model, backend], None, js=SELECT_JS)
     pad.change(None, [pad, backend], [*outputs, backend],
-               js=SHOW_JS.format(empty_hint=json.dumps(empty_hint), fallback=json.dumps(SERVER_FALLBACK)))
+               js=SHOW_JS.format(empty_hint=json.dumps(empty_hint), fallback=json.dumps(SERVER_FALLBACK),
+                                 rest=len(outputs) - 3))

@@ -6,7 +6,14 @@
     img = render(digit_u8, "inverted", rng)   # PIL image: light ink on dark, large, anywhere
 
 Kinds: "sketch" (big transparent canvas, the digit's centre line drawn with a round brush of random
-width, random place and size), "jpeg" (grey paper, dark ink, noise, JPEG), "inverted" (light on dark, PNG-like).
+width, random place and size), "jpeg" (grey paper, dark ink, noise, JPEG), "inverted" (light on dark, PNG-like),
+and what people hand over from real life:
+"strays" (a sketch plus one to three stray taps or short flicks beside the digit), "fat" (a small phone canvas
+drawn with a fat finger), "pencil" (faint grey pencil on paper under uneven light: a gradient, a soft shadow,
+graphite grain, blur, JPEG), "ruled" (ballpoint in blue, black, red or green on ruled notebook paper with a margin
+line, lines of any spacing and colour, slightly tilted), "photo" (a phone photo, 1600x1200 or 1200x1600: the
+page does not fill the frame, a table shows along one or two edges, a shadow falls over the page, the digit is
+small).
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-KINDS = ("sketch", "jpeg", "inverted")
+KINDS = ("sketch", "jpeg", "inverted", "strays", "fat", "pencil", "ruled", "photo")
 
 
 def _upscale(digit_u8: np.ndarray, size: int) -> np.ndarray:
@@ -80,18 +87,211 @@ def _place(glyph: np.ndarray, canvas_hw: tuple[int, int], rng: np.random.Generat
     return out
 
 
+def _sketch_value(alpha: np.ndarray) -> dict:
+    """An ink map (float HxW in [0, 1]) -> the value Gradio's sketchpad sends: a black brush on a transparent layer."""
+    H, W = alpha.shape
+    a = (np.clip(alpha, 0, 1) * 255).astype(np.uint8)
+    layer = np.zeros((H, W, 4), np.uint8)
+    layer[..., 3] = a
+    background = np.full((H, W, 4), 255, np.uint8)
+    composite = background.copy()
+    composite[a > 0, :3] = 0
+    return {"background": background, "layers": [layer], "composite": composite}
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)).convert("RGB").save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
+def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
+    import cv2
+    return a if sigma <= 0.05 else cv2.GaussianBlur(np.ascontiguousarray(a, np.float32), (0, 0), sigma)
+
+
+def _smooth_noise(H: int, W: int, cells: int, rng: np.random.Generator) -> np.ndarray:
+    """Low-frequency noise in about [-1, 1]: a cells x cells random grid upscaled bicubically."""
+    t = torch.from_numpy(rng.normal(0, 1, (1, 1, cells, cells)).astype(np.float32))
+    return F.interpolate(t, size=(H, W), mode="bicubic", align_corners=False)[0, 0].numpy().clip(-2.5, 2.5) / 2
+
+
+def _light(H: int, W: int, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Uneven light over a page, multiplicative in (0, 1]: a gradient, a soft shadow across it, blotches."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    g = (np.cos(angle) * xx / W + np.sin(angle) * yy / H)
+    g = (g - g.min()) / max(float(g.max() - g.min()), 1e-6)
+    light = 1 - strength * rng.uniform(0.3, 1.0) * g
+    if rng.random() < 0.7:  # a shadow (a hand, a phone) with a soft edge crossing the page
+        a2 = rng.uniform(0, 2 * np.pi)
+        d = np.cos(a2) * (xx - rng.uniform(0.2, 0.8) * W) + np.sin(a2) * (yy - rng.uniform(0.2, 0.8) * H)
+        edge = rng.uniform(0.01, 0.15) * max(H, W)
+        light = light * (1 - strength * rng.uniform(0.3, 0.8) / (1 + np.exp(-d / edge)))
+    light = light * (1 + 0.15 * strength * _smooth_noise(H, W, 4, rng))
+    return np.clip(light, 0.15, 1).astype(np.float32)
+
+
+def _pen_glyph(digit_u8: np.ndarray, size: int, rng: np.random.Generator, pen_px: float | None = None) -> np.ndarray:
+    """The digit at size x size as a person writes it: traced with a pen of pen_px, or (pen_px None) the MNIST
+    digit's own ink upscaled (its varying stroke weight)."""
+    if pen_px is None:
+        return _upscale(digit_u8, size)
+    return _brush_strokes(digit_u8, size, brush_px=max(1.0, pen_px))
+
+
+def _compose(page: np.ndarray, ink: np.ndarray, pen_rgb, light: np.ndarray) -> np.ndarray:
+    """Paper (HxWx3) with ink (HxW alpha) of colour pen_rgb, all under the light (HxW)."""
+    a = np.clip(ink, 0, 1)[..., None]
+    return (page * (1 - a) + np.asarray(pen_rgb, np.float32) * a) * light[..., None]
+
+
+def _finish(rgb: np.ndarray, rng: np.random.Generator, blur: tuple, noise: tuple, quality: tuple) -> Image.Image:
+    """Camera: blur, sensor noise, JPEG."""
+    rgb = _blur(rgb, rng.uniform(*blur))
+    rgb = rgb + rng.normal(0, rng.uniform(*noise), rgb.shape[:2])[..., None]
+    return _jpeg(rgb, int(rng.integers(*quality)))
+
+
+def _strays(H: int, W: int, box: tuple[int, int, int, int], brush: float, rng: np.random.Generator) -> np.ndarray:
+    """One to three stray taps or short flicks beside the digit's box (y0, x0, y1, x1), clear of it."""
+    from PIL import ImageDraw
+    y0, x0, y1, x1 = box
+    gap = 0.12 * max(y1 - y0, x1 - x0) + brush
+    img = Image.new("L", (W, H), 0)
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(1, 4))):
+        for _try in range(50):
+            cx, cy = rng.uniform(brush, W - brush), rng.uniform(brush, H - brush)
+            if not (y0 - gap < cy < y1 + gap and x0 - gap < cx < x1 + gap):
+                break
+        r = brush / 2 * rng.uniform(0.8, 1.6)
+        if rng.random() < 0.6:  # a tap
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+        else:  # a short flick
+            a = rng.uniform(0, 2 * np.pi)
+            length = rng.uniform(1, 3) * brush
+            draw.line([cx, cy, cx + length * np.cos(a), cy + length * np.sin(a)], fill=255, width=max(1, round(2 * r)))
+    return np.asarray(img, np.float32) / 255.0
+
+
+def _sketch(digit_u8, rng, canvas: tuple[int, int], size_frac: tuple[float, float], brush_of_size, strays: bool):
+    H, W = int(rng.integers(*canvas)), int(rng.integers(*canvas))
+    size = int(rng.integers(int(size_frac[0] * min(H, W)), int(size_frac[1] * min(H, W)) + 1))
+    brush = brush_of_size(size)
+    glyph = _brush_strokes(digit_u8, size, brush_px=brush)
+    H2, W2 = max(H, size), max(W, size)
+    y, x = int(rng.integers(0, H2 - size + 1)), int(rng.integers(0, W2 - size + 1))
+    alpha = np.zeros((H2, W2), np.float32)
+    alpha[y:y + size, x:x + size] = glyph
+    if strays:
+        ys, xs = np.nonzero(glyph > 0.5)
+        alpha = np.maximum(alpha, _strays(H2, W2, (y + ys.min(), x + xs.min(), y + ys.max(), x + xs.max()), brush, rng))
+    return _sketch_value(alpha)
+
+
+INKS = {"blue": (0.08, 0.15, 0.55), "black": (0.08, 0.08, 0.1), "red": (0.65, 0.08, 0.1),
+        "green": (0.05, 0.4, 0.2), "violet": (0.3, 0.1, 0.5)}
+RULE_COLOURS = ((0.55, 0.7, 0.9), (0.65, 0.65, 0.68), (0.6, 0.75, 0.85), (0.7, 0.6, 0.85), (0.45, 0.6, 0.85))
+
+
+def _ruled(digit_u8, rng) -> Image.Image:
+    H, W = int(rng.integers(400, 1400)), int(rng.integers(400, 1400))
+    spacing = float(rng.uniform(16, 60))
+    page = np.ones((H, W, 3), np.float32) * np.array([1.0, rng.uniform(0.95, 1.0), rng.uniform(0.85, 1.0)], np.float32)
+    page *= rng.uniform(0.85, 1.0)
+    yy = np.arange(H, dtype=np.float32)[:, None]
+    xx = np.arange(W, dtype=np.float32)[None, :]
+    tilt = np.tan(np.radians(rng.uniform(-2, 2)))
+    rule = np.asarray(RULE_COLOURS[rng.integers(len(RULE_COLOURS))], np.float32) * rng.uniform(0.85, 1.1)
+    thick = rng.uniform(0.8, 3.0)
+    phase = rng.uniform(0, spacing)
+    d = (yy - tilt * xx - phase) % spacing  # distance below the line above
+    lines = np.clip(thick / 2 + 0.5 - np.minimum(d, spacing - d), 0, 1)
+    margin_x = rng.uniform(0.06, 0.3) * W
+    mthick = rng.uniform(0.8, 3.0)
+    margin = np.clip(mthick / 2 + 0.5 - np.abs(xx + tilt * yy - margin_x), 0, 1) * np.ones((H, 1), np.float32)
+    page = page * (1 - lines[..., None]) + np.minimum(page, rule) * lines[..., None]
+    mcol = np.array([0.85, rng.uniform(0.2, 0.5), rng.uniform(0.3, 0.55)], np.float32)
+    page = page * (1 - margin[..., None]) + np.minimum(page, mcol) * margin[..., None]
+    size = int(min(spacing * rng.uniform(1.0, 2.6), 0.8 * min(H, W - margin_x)))
+    pen = rng.uniform(0.035, 0.09) * size if rng.random() < 0.8 else None
+    glyph = _pen_glyph(digit_u8, size, rng, pen)
+    y = int(rng.integers(0, H - size + 1))
+    x = int(rng.integers(int(min(margin_x + 4, W - size)), W - size + 1))
+    ink = np.zeros((H, W), np.float32)
+    ink[y:y + size, x:x + size] = glyph * rng.uniform(0.7, 1.0)
+    colour = INKS[list(INKS)[rng.integers(len(INKS))]]
+    rgb = _compose(page, ink, colour, _light(H, W, rng, rng.uniform(0, 0.35)))
+    return _finish(rgb, rng, (0, 1.2), (0.005, 0.03), (55, 96))
+
+
+def _pencil(digit_u8, rng) -> Image.Image:
+    H, W = int(rng.integers(300, 1201)), int(rng.integers(300, 1201))
+    size = int(rng.integers(int(0.25 * min(H, W)), int(0.9 * min(H, W)) + 1))
+    pen = rng.uniform(0.03, 0.1) * size if rng.random() < 0.7 else None
+    glyph = _pen_glyph(digit_u8, size, rng, pen)
+    ink = _place(glyph, (H, W), rng)
+    grain = np.clip(1 - 0.5 * rng.random((H, W)).astype(np.float32) * rng.uniform(0, 1), 0, 1)
+    depth = rng.uniform(0.12, 0.45)  # how much light the graphite takes away: faint to firm
+    page = np.ones((H, W, 3), np.float32) * rng.uniform(0.8, 1.0)
+    grey = 1 - depth
+    rgb = _compose(page, ink * grain, (grey, grey, grey * 1.02), _light(H, W, rng, rng.uniform(0.2, 0.6)))
+    return _finish(rgb, rng, (0, 1.5), (0.005, 0.03), (50, 96))
+
+
+def _photo(digit_u8, rng) -> Image.Image:
+    H, W = (1200, 1600) if rng.random() < 0.6 else (1600, 1200)
+    from PIL import ImageDraw
+    table = np.asarray([rng.uniform(0.1, 0.5), rng.uniform(0.08, 0.4), rng.uniform(0.05, 0.35)], np.float32)
+    tex = 1 + rng.uniform(0.05, 0.3) * _smooth_noise(H, W, int(rng.integers(8, 40)), rng)
+    rgb = table * tex[..., None]
+    # The page: the frame minus a strip of table on one or two sides (an uncut side runs on past the frame),
+    # slightly rotated.
+    edges = [-0.3 * W, -0.3 * H, 1.3 * W, 1.3 * H]  # left, top, right, bottom
+    for side in rng.choice(4, size=int(rng.integers(1, 3)), replace=False):
+        cut = rng.uniform(0.05, 0.3)
+        edges[side] = cut * (W, H)[side % 2] if side < 2 else (1 - cut) * (W, H)[side % 2]
+    left, top, right, bottom = edges
+    cx, cy = (max(left, 0) + min(right, W)) / 2, (max(top, 0) + min(bottom, H)) / 2
+    a = np.radians(rng.uniform(-6, 6))
+    poly = [(cx + (x - cx) * np.cos(a) - (y - cy) * np.sin(a), cy + (x - cx) * np.sin(a) + (y - cy) * np.cos(a))
+            for x, y in ((left, top), (right, top), (right, bottom), (left, bottom))]
+    mask = Image.new("L", (W, H), 0)
+    ImageDraw.Draw(mask).polygon(poly, fill=255)
+    m = _blur(np.asarray(mask, np.float32) / 255, rng.uniform(0.5, 2))
+    paper = np.ones(3, np.float32) * rng.uniform(0.8, 1.0)
+    rgb = rgb * (1 - m[..., None]) + paper * m[..., None]
+    # The digit: small, on the page, away from its edges.
+    size = int(rng.uniform(0.08, 0.25) * H)
+    pen = rng.uniform(0.04, 0.1) * size if rng.random() < 0.7 else None
+    glyph = _pen_glyph(digit_u8, size, rng, pen)
+    inner = np.asarray(mask) > 0
+    for _ in range(200):
+        y, x = int(rng.integers(0, H - size)), int(rng.integers(0, W - size))
+        if inner[y, x] and inner[y + size - 1, x + size - 1] and inner[y, x + size - 1] and inner[y + size - 1, x]:
+            break
+    ink = np.zeros((H, W), np.float32)
+    ink[y:y + size, x:x + size] = glyph
+    colour = INKS[("black", "blue")[rng.integers(2)]]
+    rgb = _compose(rgb, ink * m, colour, _light(H, W, rng, rng.uniform(0.2, 0.6)))
+    return _finish(rgb, rng, (0.3, 2.0), (0.005, 0.03), (65, 96))
+
+
 def render(digit_u8: np.ndarray, kind: str, rng: np.random.Generator):
     if kind == "sketch":
-        H, W = int(rng.integers(400, 801)), int(rng.integers(400, 801))
-        size = int(rng.integers(int(0.35 * min(H, W)), int(0.95 * min(H, W)) + 1))
-        glyph = _brush_strokes(digit_u8, size, brush_px=float(rng.uniform(4, 14)))
-        alpha = (_place(glyph, (H, W), rng) * 255).astype(np.uint8)
-        layer = np.zeros((H, W, 4), np.uint8)
-        layer[..., 3] = alpha  # black brush on a transparent layer
-        background = np.full((H, W, 4), 255, np.uint8)
-        composite = background.copy()
-        composite[alpha > 0, :3] = 0
-        return {"background": background, "layers": [layer], "composite": composite}
+        return _sketch(digit_u8, rng, (400, 801), (0.35, 0.95), lambda size: float(rng.uniform(4, 14)), strays=False)
+    if kind == "strays":
+        return _sketch(digit_u8, rng, (300, 801), (0.3, 0.8), lambda size: float(rng.uniform(4, 30)), strays=True)
+    if kind == "fat":  # a phone-sized canvas and a finger: the brush is a tenth to a sixth of the digit
+        return _sketch(digit_u8, rng, (250, 451), (0.5, 0.95), lambda size: size * float(rng.uniform(0.1, 0.17)),
+                       strays=False)
+    if kind == "pencil":
+        return _pencil(digit_u8, rng)
+    if kind == "ruled":
+        return _ruled(digit_u8, rng)
+    if kind == "photo":
+        return _photo(digit_u8, rng)
     if kind == "jpeg":
         H, W = int(rng.integers(240, 641)), int(rng.integers(240, 641))
         size = int(rng.integers(int(0.4 * min(H, W)), int(0.95 * min(H, W)) + 1))

@@ -4,6 +4,7 @@ sketches, dark-on-light JPEG photos and light-on-dark images, sent through the l
     python app.py &                                            # the app under test
     python scripts/eval_drawings.py --n 1000                   # 1000 digits per kind, ONNX Runtime
     python scripts/eval_drawings.py --n 200 --backend PyTorch --url http://127.0.0.1:7860/ --json out.json
+    python scripts/eval_drawings.py --n 300 --in-process       # no app: preprocess + ONNX Runtime here, quick
 
 Digits are drawn at random (seeded) from the MNIST test split; each kind uses its own random placement, size
 and brush (engine.render). Sketches go to /predict_sketch as the sketchpad sends them (background, layers,
@@ -23,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.data import default_data_dir, load_dataset
-from engine.render import KINDS, render
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python scripts/eval_drawings.py` from anywhere
+from engine.data import default_data_dir, load_dataset  # noqa: E402
+from engine.render import KINDS, render  # noqa: E402
 
 
 def write_request(digit_u8: np.ndarray, kind: str, rng: np.random.Generator, folder: Path, stem: str):
@@ -32,7 +34,7 @@ def write_request(digit_u8: np.ndarray, kind: str, rng: np.random.Generator, fol
     from gradio_client import handle_file
 
     value = render(digit_u8, kind, rng)
-    if kind == "sketch":
+    if isinstance(value, dict):  # a sketchpad value
         files = {}
         for key, array in (("background", value["background"]), ("composite", value["composite"]),
                            *((f"layer{i}", a) for i, a in enumerate(value["layers"]))):
@@ -62,6 +64,9 @@ def make_requests(split, kinds, n: int, seed: int, folder: Path) -> list[tuple[s
     return requests
 
 
+NO_DIGIT = "(no digit found)"  # what a request answered "no digit found ..." counts as: a wrong reading
+
+
 def run_requests(client, requests, backend: str, model: str = "mnist", workers: int = 4,
                  retries: list | None = None) -> list[str]:
     """The predicted label of every request, sent by `workers` concurrent callers.
@@ -69,12 +74,18 @@ def run_requests(client, requests, backend: str, model: str = "mnist", workers: 
     A request whose event stream the client lost (gradio_client raises CancelledError, seen on a heavily
     loaded machine) is sent again, at most twice; each resend is appended to `retries` so it is reported.
     """
+    from gradio_client.exceptions import AppError
+
     def one(request):
         _, _, api_name, arg = request
         for attempt in range(3):
             try:
-                label, _, _ = client.predict(arg, backend, model, api_name=api_name)
+                label = client.predict(arg, backend, model, api_name=api_name)[0]
                 return str(label["label"])
+            except AppError as e:  # the app's answer to an image it found no digit in: read wrong
+                if "no digit found" in str(e) or "draw something first" in str(e):
+                    return NO_DIGIT
+                raise
             except CancelledError:
                 if attempt == 2:
                     raise
@@ -83,6 +94,30 @@ def run_requests(client, requests, backend: str, model: str = "mnist", workers: 
 
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(one, requests))
+
+
+def run_in_process(requests, checkpoint: Path, backend: str) -> list[str]:
+    """The same requests read without the app: engine.preprocess + the backend in this process (the files are
+    read back exactly as the API would receive them)."""
+    from engine.preprocess import EmptyInputError, preprocess
+    from export.runtime import load_runtime
+
+    runtime = load_runtime(checkpoint, backend)
+    out = []
+    for _, _, api_name, arg in requests:
+        if api_name == "/predict_sketch":
+            arg = {"background": arg["background"]["path"], "composite": arg["composite"]["path"],
+                   "layers": [a["path"] for a in arg["layers"]]}
+            arg = {k: (np.asarray(Image.open(v)) if isinstance(v, str) else [np.asarray(Image.open(p)) for p in v])
+                   for k, v in arg.items()}
+        else:
+            arg = arg["path"]
+        try:
+            x, _ = preprocess(arg, runtime.spec)
+            out.append(str(runtime.spec.class_names[int(runtime.predict_proba(x)[0].argmax())]))
+        except EmptyInputError:
+            out.append(NO_DIGIT)
+    return out
 
 
 def summarise(requests, predicted: list[str]) -> dict:
@@ -108,22 +143,29 @@ def main(argv=None) -> dict:
     p.add_argument("--auth", default=os.environ.get("DIGITS_APP_AUTH"),
                    help="USER:PASS if the app asks for a login (default: $DIGITS_APP_AUTH, else none)")
     p.add_argument("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw (default: $DIGITS_DATA_DIR or data)")
+    p.add_argument("--in-process", action="store_true",
+                   help="read the images here (engine.preprocess + the backend) instead of through --url")
+    p.add_argument("--checkpoint", type=Path, default=Path("checkpoints/mnist_cnn.pt"),
+                   help="with --in-process: the model (default: checkpoints/mnist_cnn.pt)")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file (default: none)")
     args = p.parse_args(argv)
 
-    from gradio_client import Client
-
     split = load_dataset("mnist", args.data_dir, train=False, download=False)
-    auth = tuple(args.auth.split(":", 1)) if args.auth else None
-    client = Client(args.url, auth=auth, verbose=False)
     with tempfile.TemporaryDirectory(prefix="eval_drawings_") as tmp:
         t0 = time.perf_counter()
         requests = make_requests(split, args.kinds, args.n, args.seed, Path(tmp))
         t1 = time.perf_counter()
         retries = []
-        predicted = run_requests(client, requests, args.backend, args.model, args.workers, retries)
+        if args.in_process:
+            predicted = run_in_process(requests, args.checkpoint, args.backend)
+        else:
+            from gradio_client import Client
+
+            auth = tuple(args.auth.split(":", 1)) if args.auth else None
+            client = Client(args.url, auth=auth, verbose=False)
+            predicted = run_requests(client, requests, args.backend, args.model, args.workers, retries)
         t2 = time.perf_counter()
-    result = {"url": args.url, "backend": args.backend, "model": args.model, "seed": args.seed,
+    result = {"url": "in-process" if args.in_process else args.url, "backend": args.backend, "model": args.model, "seed": args.seed,
               **summarise(requests, predicted),
               "render_s": round(t1 - t0, 1), "api_s": round(t2 - t1, 1),
               "requests_per_s": round(len(requests) / (t2 - t1), 1), "resent_after_lost_stream": len(retries)}

@@ -18,6 +18,7 @@ export const INK_THRESHOLD = 0.2;  // ink below this is paper noise
 export const JOIN = 0.06;          // a component joins the writing within JOIN + JOIN_SIZE * sqrt(its share of
 export const JOIN_SIZE = 0.4;      // the core's ink) times the core's size; a tiny speck must almost touch it
 export const SPECK = 0.0002;       // components smaller than this fraction of the image (and of 4 px) are noise
+export const LEVEL_SLIVER = 6;     // a component this many times wider than tall is no digit's core
 
 export class EmptyInputError extends Error {}
 
@@ -101,8 +102,11 @@ export function keepWriting(ink, canvasArea = ink.w * ink.h) {
   const { labels, comps } = components(ink);
   if (comps.length <= 1) return ink;
   const floor = Math.max(4, SPECK * canvasArea);
-  let core = 0;
-  for (let i = 1; i < comps.length; i++) if (comps[i].area > comps[core].area) core = i;
+  // The core: the most ink among the components over the floor, but a level sliver counts for little.
+  const weight = (b) => b.area * (b.w > LEVEL_SLIVER * b.h ? 0.1 : 1);
+  let core = -1;
+  comps.forEach((b, i) => { if (b.area >= floor && (core < 0 || weight(b) > weight(comps[core]))) core = i; });
+  if (core < 0) { core = 0; for (let i = 1; i < comps.length; i++) if (comps[i].area > comps[core].area) core = i; }
   const c = comps[core], size = Math.max(c.w, c.h);
   const kept = new Uint8Array(comps.length);
   kept[core] = 1;
@@ -334,10 +338,8 @@ export function preprocess(alpha, w, h, spec) {
   let frame;
   // garments are not writing: no stroke clean-up for them (the server's preprocess does the same)
   if (spec.layout === "object") frame = toObjectFrame(ink, spec.height);
-  // keepWriting (the stray-mark rule of the real-world-inputs work) is not applied yet: the server's
-  // engine.preprocess does not drop stray marks today, and the two must give the same 28x28. Wire it in here
-  // in the same commit that adds the rule to the server; the parity test checks that they match.
-  else if (spec.layout === "digit") frame = toMnistFrame(ink, spec.height, pyRound((spec.height * BOX) / 28));
+  // writing: stray taps and specks away from the digit dropped first (clean.keep_writing, as on the server)
+  else if (spec.layout === "digit") frame = toMnistFrame(keepWriting(ink, w * h), spec.height, pyRound((spec.height * BOX) / 28));
   else throw new Error(`unknown input layout ${spec.layout}; expected 'digit' or 'object'`);
   const n = frame.data.length, x = new Float32Array(n), preview = new Uint8Array(n);
   for (let i = 0; i < n; i++) {

@@ -19,10 +19,9 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import app
-from engine.render import KINDS
 from export.runtime import available_backends
 from scripts.eval_drawings import make_requests, run_requests, summarise
 from scripts.make_examples import slug
@@ -31,6 +30,7 @@ from tests._server import AppServer, free_port
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = Path(os.environ.get("APP_TEST_CHECKPOINTS_DIR", ROOT / "checkpoints"))
 BACKENDS = available_backends()
+LIVE_KINDS = ("sketch", "jpeg", "inverted", "strays")
 N_PER_KIND = 20  # digits per kind and backend; the 1000-per-kind figure comes from scripts/eval_drawings.py
 
 
@@ -54,8 +54,10 @@ def client(server) -> Client:
 
 @pytest.fixture(scope="module")
 def drawings(mnist_test, tmp_path_factory):
-    """N_PER_KIND real test digits per kind, rendered once as the files the API takes."""
-    return make_requests(mnist_test, KINDS, N_PER_KIND, seed=1, folder=tmp_path_factory.mktemp("drawings"))
+    """N_PER_KIND real test digits per kind, rendered once as the files the API takes. The kinds every
+    backend must read at 90 %+ here; the real-world kinds (pencil, ruled, photo...) are measured per kind in
+    tests/test_preprocess_real.py and scripts/eval_drawings.py, where their own floors are."""
+    return make_requests(mnist_test, LIVE_KINDS, N_PER_KIND, seed=1, folder=tmp_path_factory.mktemp("drawings"))
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -77,19 +79,78 @@ def test_real_digits_are_read_right_on_every_backend(client, drawings, backend):
     assert result["overall"]["accuracy"] >= 0.95, f"{backend}: {result}"
 
 
-def test_api_outputs_label_preview_and_timing(client):
-    label, preview, timing = client.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_7.png")),
-                                            api_name="/predict_upload")  # defaults: ONNX Runtime, mnist
+def test_api_outputs_label_preview_timing_and_where_found(client):
+    label, preview, timing, found = client.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_7.png")),
+                                                   api_name="/predict_upload")  # defaults: ONNX Runtime, mnist
     assert label["label"] == "7"
     assert len(label["confidences"]) == 3 and label["confidences"][0]["confidence"] > 0.5
     assert Image.open(preview).size == (28 * app.PREVIEW_SCALE, 28 * app.PREVIEW_SCALE)
     assert timing.startswith("ONNX Runtime: ") and " ms (preprocessing " in timing
+    assert Image.open(found).size == (28 * 11, 28 * 11)  # a 28x28 upload: enlarged 11x, pixels kept
+
+
+def drawn_box(found: str) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A where-found thumbnail -> (its RGB pixels, the box drawn on it in app.BOX_COLOUR: x0, y0, x1, y1 of
+    its outer edge, inclusive). Fails unless the box is there and is a rectangle's outline."""
+    rgb = np.asarray(Image.open(found).convert("RGB"))
+    assert max(rgb.shape[:2]) <= app.THUMBNAIL, rgb.shape
+    boxed = np.abs(rgb.astype(int) - app.BOX_COLOUR).max(axis=2) <= 40
+    assert boxed.any(), "no box drawn"
+    ys, xs = np.nonzero(boxed)
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max(), ys.max()
+    w = app.BOX_WIDTH
+    for side in (boxed[y0:y1 + 1, x0:x0 + w], boxed[y0:y1 + 1, x1 - w + 1:x1 + 1],
+                 boxed[y0:y0 + w, x0:x1 + 1], boxed[y1 - w + 1:y1 + 1, x0:x1 + 1]):
+        assert side.mean() > 0.95, (x0, y0, x1, y1)  # each side drawn all along
+    assert not boxed[y0 + w + 1:y1 - w, x0 + w + 1:x1 - w].any()  # and nothing inside it
+    return rgb, (int(x0), int(y0), int(x1), int(y1))
+
+
+def expected_outline(x0: int, y0: int, x1: int, y1: int, f: float) -> tuple[int, int, int, int]:
+    """The outline drawn just outside the ink box [x0, x1) x [y0, y1) of the original, shrunk by f."""
+    w = app.BOX_WIDTH
+    return round(x0 * f) - w, round(y0 * f) - w, round(x1 * f) + w - 1, round(y1 * f) + w - 1
+
+
+def test_upload_shows_where_the_digit_was_found(client, tmp_path):
+    """A 7 in a known place on a 1600x1200 photo-like page (JPEG, decoded at half scale: the box goes
+    through the ink map's scale): the thumbnail, 320x240, has the box around it."""
+    page = np.clip(np.random.default_rng(0).normal(225, 3, (1200, 1600, 3)), 0, 255).astype(np.uint8)
+    img = Image.fromarray(page)
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([1000, 400, 1199, 439], fill=(40, 40, 50))  # the bar, then the stem: ink in x 1000..1199,
+    draw.rectangle([1150, 400, 1199, 699], fill=(40, 40, 50))  # y 400..699
+    img.save(tmp_path / "page.jpg", quality=85)
+    _, _, _, found = client.predict(handle_file(str(tmp_path / "page.jpg")), api_name="/predict_upload")
+    rgb, box = drawn_box(found)
+    assert rgb.shape == (240, 320, 3)
+    expected = expected_outline(1000, 400, 1200, 700, 320 / 1600)
+    assert np.abs(np.subtract(box, expected)).max() <= 3, (box, expected)
+
+
+def test_sketch_box_leaves_a_stray_tap_out(client, tmp_path):
+    """A 7 drawn on the 560x560 sketchpad and a tap far from it: the box is the 7's, the tap shows outside."""
+    layer = Image.new("RGBA", (560, 560), (0, 0, 0, 0))
+    ImageDraw.Draw(layer).line([(180, 150), (380, 150), (260, 420)], fill=(0, 0, 0, 255), width=32)
+    x0, y0, x1, y1 = layer.getbbox()  # the 7's own ink
+    ImageDraw.Draw(layer).ellipse([50, 480, 70, 500], fill=(0, 0, 0, 255))  # the tap, centred at (60, 490)
+    layer.save(tmp_path / "layer.png")
+    sketch = {"background": None, "layers": [handle_file(str(tmp_path / "layer.png"))], "composite": None}
+    label, _, _, found = client.predict(sketch, "ONNX Runtime", "mnist", api_name="/predict_sketch")
+    rgb, box = drawn_box(found)
+    f = 320 / 560
+    assert rgb.shape == (320, 320, 3)  # the drawing, on white
+    assert np.abs(np.subtract(box, expected_outline(x0, y0, x1, y1, f))).max() <= 3, box
+    tap = round(60 * f), round(490 * f)
+    assert rgb[tap[1], tap[0]].max() < 64  # the tap is in the thumbnail ...
+    assert not (box[0] <= tap[0] <= box[2] and box[1] <= tap[1] <= box[3])  # ... outside the box
+    assert label["label"] == "7"
 
 
 def test_examples_gallery_is_read_right(client):
     for path in sorted(app.EXAMPLES_DIR.glob("*.png")):
         model, name = path.stem.split("_", 1)  # mnist_7.png, fashion_ankle_boot.png
-        label, _, _ = client.predict(handle_file(str(path)), "ONNX Runtime", model, api_name="/predict_upload")
+        label, _, _, _ = client.predict(handle_file(str(path)), "ONNX Runtime", model, api_name="/predict_upload")
         assert slug(label["label"]) == name, path.name
 
 
@@ -104,7 +165,7 @@ def test_bad_input_gets_a_clear_message_and_the_server_keeps_serving(client, tmp
     Image.new("1", (10000, 9000)).save(huge)
     cases = [
         ("/predict_sketch", {"background": None, "layers": [], "composite": None}, "draw something first"),
-        ("/predict_upload", handle_file(str(blank)), "draw something first"),
+        ("/predict_upload", handle_file(str(blank)), "no digit found in the image"),
         ("/predict_upload", handle_file(str(text)), "not an image"),
         ("/predict_upload", handle_file(str(truncated)), "damaged or truncated"),
         ("/predict_upload", handle_file(str(huge)), "megapixels"),
@@ -112,7 +173,7 @@ def test_bad_input_gets_a_clear_message_and_the_server_keeps_serving(client, tmp
     for api_name, arg, message in cases:
         with pytest.raises(AppError, match=message):
             client.predict(arg, "ONNX Runtime", "mnist", api_name=api_name)
-    label, _, _ = client.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_3.png")), api_name="/predict_upload")
+    label, _, _, _ = client.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_3.png")), api_name="/predict_upload")
     assert label["label"] == "3"
 
 
@@ -133,7 +194,7 @@ def test_auth_protects_page_and_api(shipped):
         with pytest.raises(Exception):
             Client(s.url, auth=("alice", "wrong"), verbose=False)
         authed = Client(s.url, auth=("alice", "s3cret"), verbose=False)
-        label, _, _ = authed.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_1.png")), api_name="/predict_upload")
+        label, _, _, _ = authed.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_1.png")), api_name="/predict_upload")
         assert label["label"] == "1"
 
 
@@ -144,7 +205,7 @@ def test_share_without_a_route_says_so_and_keeps_serving(shipped, tmp_path):
             "--max-file-size", "50kb"]
     with AppServer(args) as s:
         client = Client(s.url, verbose=False)  # serving locally while the tunnel is attempted or failed
-        label, _, _ = client.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_4.png")), api_name="/predict_upload")
+        label, _, _, _ = client.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_4.png")), api_name="/predict_upload")
         assert label["label"] == "4"
         for _ in range(120):
             if "no public link" in s.output():
@@ -218,8 +279,10 @@ def test_user_checkpoint_is_served_with_only_fresh_backends(tiny_checkpoint, shi
         # every required backend is listed (choosing a broken one says how to rebuild it); the optional
         # AOTInductor package was never built here, so it is not offered
         assert models["mnist"].offered == [b for b in BACKENDS if b != "PyTorch AOTInductor"]
-        label, preview, timing = app.predict_upload(str(app.EXAMPLES_DIR / "mnist_0.png"), "PyTorch", "tiny_cnn")
+        label, preview, timing, found = app.predict_upload(str(app.EXAMPLES_DIR / "mnist_0.png"), "PyTorch",
+                                                           "tiny_cnn")
         assert set(label) == set(models["tiny_cnn"].spec.class_names) and abs(sum(label.values()) - 1) < 1e-4
+        assert found.dtype == np.uint8 and found.shape == (28 * 11, 28 * 11, 3)
         for model in ("mnist", "tiny_cnn"):
             with pytest.raises(gr.Error, match=r"python -m export --checkpoint"):
                 app.predict_upload(str(app.EXAMPLES_DIR / "mnist_0.png"), "ONNX Runtime", model)
@@ -237,10 +300,10 @@ def test_live_events_blank_the_outputs_on_an_empty_canvas(shipped):
     cleared = {"background": None, "layers": [np.zeros((8, 8, 4), np.uint8)], "composite": None}
     try:
         app.load_models(shipped)
-        assert app.predict_live(cleared, "PyTorch", "mnist") == (None, None, app.EMPTY_HINT)
+        assert app.predict_live(cleared, "PyTorch", "mnist") == (None, None, app.EMPTY_HINT, None)
         with pytest.raises(gr.Error, match="draw something first"):  # the API says so instead
             app.predict_sketch(cleared, "PyTorch", "mnist")
-        label, _, _ = app.predict_live(str(app.EXAMPLES_DIR / "mnist_5.png"), "PyTorch", "mnist")
+        label, _, _, _ = app.predict_live(str(app.EXAMPLES_DIR / "mnist_5.png"), "PyTorch", "mnist")
         assert max(label, key=label.get) == "5"
     finally:
         app.MODELS.clear()

@@ -153,7 +153,7 @@ def make_bad_inputs(folder: Path, digits: dict[int, np.ndarray], runtime) -> dic
     photo = Image.new("RGB", (4000, 3000), (205, 200, 190))  # a 12 MP phone photo of grey paper
     photo.paste(on_paper(seven, 1600).convert("RGB"), (1200, 700))
     cases["12 MP photo"] = (save(photo, folder / "photo_12mp.jpg", quality=85), 7)
-    no_ink = r"draw something first: no ink was found in the image"
+    no_ink = r"no digit found in the image: "
     cases["1x1 image"] = (save(Image.new("L", (1, 1), 0), folder / "one_pixel.png"), no_ink)
     cases["single-colour image"] = (save(Image.new("RGB", (300, 200), (200, 30, 30)), folder / "red.png"), no_ink)
     cases["blank white page"] = (save(Image.new("L", (500, 500), 255), folder / "white.png"), no_ink)

@@ -1,0 +1,96 @@
+"""Turn any user image into the model's input: the one preprocessing function shared by every backend,
+the app, the benchmark, image-folder training and the tests.
+
+    from engine.preprocess import preprocess, extract_ink
+    x, preview = preprocess(image, spec)   # x: float32 (1, 1, 28, 28) normalised; preview: uint8 (28, 28)
+    ink = extract_ink(image)               # Ink(ink=HxW float32 map, scale, kind): the cleaned ink
+    x, preview, ink = preprocess_ink(image, spec)  # both at once; ink_box(ink.ink): where the framed ink is
+
+`image` may be a Gradio sketchpad value (dict with "layers"/"composite"), a PIL image, a numpy array or
+a file path. Data flows one way through the package's modules:
+
+1. decode.py: open, check the size, honour EXIF, shrink huge images -> gray + alpha in [0, 1];
+2. ink.py: planes -> ink map (1 = ink): light normalised locally, polarity, threshold;
+3. clean.py: ruled lines, the table around the page and stray marks removed;
+4. frame.py: crop to the ink, stroke weight brought to MNIST's, 20 px box, centre of mass in 28x28 (the
+   way MNIST itself was made), or Fashion-MNIST's object framing;
+5. here: normalise with the model's own mean/std.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.models import InputSpec
+from engine.preprocess.clean import clean
+from engine.preprocess.decode import (MAX_PIXELS, SHRINK_PIXELS, EmptyInputError, PreprocessError, check_size,
+                                      open_image)
+from engine.preprocess.frame import BOX, INK_THRESHOLD, ink_box, stroke_width, to_mnist_frame, to_object_frame
+from engine.preprocess.ink import ink_map, raw_ink
+
+__all__ = ["preprocess", "preprocess_ink", "extract_ink", "Ink", "frame", "ink_box", "PreprocessError",
+           "EmptyInputError", "check_size", "open_image", "ink_map", "stroke_width", "to_mnist_frame",
+           "to_object_frame", "MAX_PIXELS", "SHRINK_PIXELS"]
+
+
+@dataclass
+class Ink:
+    """The cleaned ink of one input.
+
+    ink: float32 (H, W) in [0, 1], 1 = ink; only the ink that belongs to the writing (ruled/margin lines,
+        the table around the page, specks and stray taps away from the writing are 0). Not cropped: it
+        covers the whole (upright, possibly shrunk) input.
+    scale: original image pixels per ink-map pixel (>= 1; > 1 when a large upload was decoded at reduced
+        scale or shrunk). Ink-map pixel (x, y) covers original pixels [x*scale, (x+1)*scale). "Original"
+        means the image as displayed, i.e. after its EXIF orientation is applied.
+    kind: "sketch" (a sketchpad value: the ink is its layers' alpha) or "image" (an upload, file or array).
+    """
+    ink: np.ndarray
+    scale: float
+    kind: str
+
+
+def extract_ink(image) -> Ink:
+    """Any supported input -> its cleaned ink (see Ink). frame(extract_ink(image).ink, spec) is exactly what
+    preprocess() gives the model. Raises EmptyInputError when there is nothing (empty canvas, blank page)."""
+    if image is None:
+        raise EmptyInputError("draw something first (or upload an image)")
+    ink, scale, kind, planes = raw_ink(image)
+    ink = clean(ink, None if planes is None else planes.gray)
+    if not (ink > INK_THRESHOLD).any():
+        raise EmptyInputError("no digit found in the image: write or draw one digit, dark on light or light "
+                              "on dark, filling a good part of the picture" if kind == "image" else
+                              "draw something first: no ink was found in the image")
+    return Ink(ink.astype(np.float32, copy=False), float(scale), kind)
+
+
+def frame(ink: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Ink map -> float32 (spec.height, spec.height) frame in [0, 1], framed the way the model was trained."""
+    if spec.layout == "object":
+        return to_object_frame(ink, size=spec.height)
+    if spec.layout == "digit":
+        return to_mnist_frame(ink, size=spec.height, box=round(spec.height * BOX / 28))
+    raise ValueError(f"unknown input layout {spec.layout!r}; expected 'digit' or 'object'")
+
+
+def preprocess(image, spec: InputSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Any user image -> (normalised float32 (1, 1, 28, 28), uint8 (28, 28) preview of what the model sees)."""
+    x, preview, _ = preprocess_ink(image, spec)
+    return x, preview
+
+
+def preprocess_ink(image, spec: InputSpec | None = None) -> tuple[np.ndarray, np.ndarray, Ink]:
+    """preprocess() and the Ink it framed (for the object layout the uncleaned ink, see ink.global_ink), so
+    a caller can show where the input's ink was found (ink_box) without preprocessing twice."""
+    spec = spec or InputSpec()
+    if spec.layout == "object":  # garments, not writing: no stroke clean-up (see ink.global_ink)
+        if image is None:
+            raise EmptyInputError("draw something first (or upload an image)")
+        ink, scale, kind, _ = raw_ink(image, strokes=False)
+        ink = Ink(ink.astype(np.float32, copy=False), float(scale), kind)
+    else:
+        ink = extract_ink(image)
+    out = frame(ink.ink, spec)
+    x = ((out - spec.mean) / spec.std).astype(np.float32)[None, None]
+    return x, (out * 255).round().astype(np.uint8), ink

@@ -1,0 +1,210 @@
+"""Clean-up step: an ink map -> only the ink that belongs to the writing.
+
+    from engine.preprocess.clean import clean
+    ink = clean(ink, gray)   # gray: the luma of an opaque image (photo, scan); None for a sketch's alpha
+
+1. outside_paper: in a photo the page may not fill the frame; the table (a wide dark area touching the
+   image's edge, found on a small Otsu-thresholded copy: what survives an opening wider than any stroke) and
+   a band along its edge are not ink.
+2. remove_lines: ruled and margin lines, long thin straight structures running across the page in any
+   colour (the ink map holds coloured lines as ink: it is made from the darkest channel), found by a Hough
+   transform, nearly level or plumb; where a stroke crosses a line the stroke is kept.
+3. keep_writing: connected components (OpenCV); in a photo, what touches the image's edge broadly or spans
+   it is the region outside the paper (a dark table: the local light estimate turns a strip of it into
+   "ink") or the paper's edge, and is dropped. The largest remaining component is the writing's core and
+   others join it when they are near it for their size (a 5's top bar, a 4 or 7 in two strokes, a broken
+   stroke), so a stray tap or a speck away from the digit is dropped.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+ANALYSIS = 256           # the page is found on a copy this many pixels on its longest side
+SOLID = 0.12             # a table is dark and wider than this fraction of the shorter side (no stroke is)
+SHARP = 0.3              # ... and its boundary is a step, not a soft shadow's edge (see outside_paper)
+TABLE_STEP = 0.2         # ... and darker than the page by at least this (of full scale)
+EDGE_BAND = 0.02         # and ink this close to it (fraction of the shorter side) is the paper's edge
+LINES_AT = 512           # lines are looked for on a copy this many pixels on its longest side
+LINE_LENGTH = 0.4        # a ruled line runs straight for at least this fraction of the image's width (height)
+LINE_TILT = 8            # ... within this many degrees of level (plumb)
+LINE_SLENDER = 40        # ... and is at least this many times longer than thick (a thin-pen 1: ~25)
+EDGE_CONTACT = 0.15      # ink touching the image's edge along this fraction of a side is the table or
+                         # the paper's edge, and so is ink touching two opposite edges
+JOIN = 0.06              # a component joins the writing within JOIN + JOIN_SIZE * sqrt(its share of the
+JOIN_SIZE = 0.4          # core's ink) times the core's size; a tiny speck must almost touch it
+LEVEL_SLIVER = 6         # a component this many times wider than tall is no digit's core
+SPECK = 0.0002           # components smaller than this fraction of the image (and of 4 px) are noise
+
+
+def _binary(ink: np.ndarray) -> np.ndarray:
+    return (ink > 0).astype(np.uint8)
+
+
+def outside_paper(gray: np.ndarray) -> np.ndarray | None:
+    """bool HxW: the region outside the page (dark, solid, touching the image's edge), or None if none."""
+    h, w = gray.shape
+    f = min(1.0, ANALYSIS / max(h, w))
+    small = cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    # A median keeps the page's edge where it is and wipes out thin lines and strokes, which would look sharp.
+    u8 = cv2.medianBlur((small * 255).astype(np.uint8), 5)
+    small = u8.astype(np.float32) / 255
+    t, dark = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    side = min(small.shape)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(SOLID * side)),) * 2)
+    solid = cv2.morphologyEx(dark, cv2.MORPH_OPEN, k)  # dark areas wider than any stroke
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=4)
+    sh, sw = solid.shape
+    touching = [i for i in range(1, n) if stats[i, cv2.CC_STAT_LEFT] == 0 or stats[i, cv2.CC_STAT_TOP] == 0
+                or stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] == sw
+                or stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] == sh]
+    # The page's edge is sharp; a shadow's is soft. Keep a region whose boundary climbs at least SHARP of its
+    # brightness step per pixel of this copy (a page edge: nearly all of it within a pixel or two; a hand's
+    # shadow: spread over many).
+    gy, gx = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3) / 8, cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3) / 8
+    near = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    grad = cv2.dilate(np.hypot(gx, gy), near)  # the steepest climb within two pixels of each point
+    sharp = []
+    for i in touching:
+        region = (labels == i).astype(np.uint8)
+        edge = (region - cv2.erode(region, np.ones((3, 3), np.uint8))).astype(bool)  # its boundary's pixels
+        edge[[0, -1], :] = edge[:, [0, -1]] = False  # the image's own edge is no boundary
+        if not edge.any():
+            continue
+        step = float(np.median(small[(cv2.dilate(region, k) - region).astype(bool)])) - float(np.median(small[region.astype(bool)]))
+        if step >= TABLE_STEP and float(np.median(grad[edge])) >= SHARP * step:
+            sharp.append(i)
+    if not sharp:
+        return None
+    out = np.isin(labels, sharp).astype(np.uint8)
+    if out.mean() > 0.6:  # the dark ground itself (light ink on dark, a dark page): not a table
+        return None
+    band = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(2 * EDGE_BAND * side),) * 2)
+    out = cv2.dilate(out, band)
+    return cv2.resize(out, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def _odd(n: float) -> int:
+    return max(3, int(n) // 2 * 2 + 1)
+
+
+def find_lines(mask: np.ndarray) -> np.ndarray:
+    """uint8 mask of the ruled and margin lines in an ink mask: straight segments found by a probabilistic
+    Hough transform on a small copy (a line tilted in a photo is still one line), nearly level or plumb,
+    long and thin, drawn back at full size as thick as they measure."""
+    h, w = mask.shape
+    f = min(1.0, LINES_AT / max(h, w))
+    small = cv2.resize(mask, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    small = (small > 0).astype(np.uint8)
+    sh, sw = small.shape
+    shortest = LINE_LENGTH * min(sh, sw)
+    segs = cv2.HoughLinesP(small, 1, np.pi / 360, threshold=max(10, int(0.35 * shortest)),
+                           minLineLength=shortest, maxLineGap=max(2, int(0.03 * max(sh, sw))))
+    lines = np.zeros_like(mask)
+    if segs is None:
+        return lines
+    for x0, y0, x1, y1 in segs.reshape(-1, 4) / f:
+        dx, dy = abs(x1 - x0), abs(y1 - y0)
+        length = np.hypot(dx, dy)
+        tilt = np.degrees(np.arctan2(min(dx, dy), max(dx, dy)))
+        if tilt > LINE_TILT or length < LINE_LENGTH * (w if dx > dy else h):
+            continue
+        # how thick: the ink in a band along the segment, wide enough to hold a stroke too thick to be a line
+        band = np.zeros_like(mask)
+        cv2.line(band, (int(x0), int(y0)), (int(x1), int(y1)), 1, int(length / LINE_SLENDER) + int(2 / f) + 3)
+        thickness = cv2.countNonZero(band & mask) / length
+        if thickness * LINE_SLENDER > length or thickness > 0.05 * min(h, w):
+            continue
+        # A ruled line runs on across the page past what the transform found of it: drawn to the image's edges.
+        ux, uy = (x1 - x0) / length, (y1 - y0) / length
+        reach = h + w
+        cv2.line(lines, (int(x0 - reach * ux), int(y0 - reach * uy)), (int(x1 + reach * ux), int(y1 + reach * uy)),
+                 1, int(np.ceil(thickness)) + 2 + int(1 / f))
+    return lines & mask
+
+
+def remove_lines(ink: np.ndarray) -> np.ndarray:
+    """The ink without ruled and margin lines, keeping the strokes that cross them: a line pixel with ink
+    on both sides of it across the line stays."""
+    mask = _binary(ink)
+    lines = find_lines(mask)
+    if not lines.any():
+        return ink
+    keep = mask & (1 - lines)
+    span = 2 * int(np.ceil(cv2.countNonZero(lines) / max(1, cv2.countNonZero(cv2.erode(lines, np.ones((3, 3), np.uint8))) or 1))) + 5
+    span = min(span, 15)
+    rejoined = (cv2.morphologyEx(keep, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (1, span)))
+                | cv2.morphologyEx(keep, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (span, 1))))
+    # Ink written on a line (a 2's base along a ruled line) is darker than the line: kept.
+    on_line = ink[lines.astype(bool)]
+    level = float(np.median(on_line))
+    darker = (ink > max(1.5 * level, level + 0.25)).astype(np.uint8)  # none when the lines are as dark as ink
+    return ink * (keep | (rejoined & lines) | (darker & lines))
+
+
+def _at_edge(labels: np.ndarray, n: int) -> np.ndarray:
+    """bool per component (label 1..n-1): the table or the paper's edge, i.e. touching the image's edge
+    along EDGE_CONTACT of a side, or touching two opposite edges."""
+    h, w = labels.shape
+    sides = [(labels[0], w), (labels[-1], w), (labels[:, 0], h), (labels[:, -1], h)]
+    counts = [np.bincount(line, minlength=n)[1:] for line, _ in sides]
+    broad = np.any([c >= EDGE_CONTACT * size for c, (_, size) in zip(counts, sides)], axis=0)
+    across = ((counts[0] > 0) & (counts[1] > 0)) | ((counts[2] > 0) & (counts[3] > 0))
+    return broad | across
+
+
+def keep_writing(ink: np.ndarray, photo: bool = False) -> np.ndarray:
+    """The ink of the writing: the largest component and the components near it for their size. photo:
+    components at the image's edge (the table, the paper's edge) are not writing, unless nothing else is
+    (a tightly cropped digit)."""
+    mask = _binary(ink)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return ink
+    stats = stats[1:]
+    areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+    edge = _at_edge(labels, n) if photo else np.zeros(len(areas), bool)
+    floor = max(4.0, SPECK * mask.size)
+    inner = np.where(~edge & (areas >= floor))[0]
+    # The core: the most ink, but a level sliver (what is left of a ruled line) counts for little.
+    weight = areas * np.where(stats[:, 2] > LEVEL_SLIVER * stats[:, 3], 0.1, 1.0)
+    if len(inner):
+        core = int(inner[np.argmax(weight[inner])])
+    else:
+        core, edge = int(np.argmax(areas)), np.zeros(len(areas), bool)
+    boxes = stats[:, :4].astype(np.float64)  # x, y, w, h
+    size = max(boxes[core, 2], boxes[core, 3])
+    if photo:  # a level sliver longer than the digit is what is left of a ruled line, not a 5's or 7's bar
+        edge = edge | ((stats[:, 2] > LEVEL_SLIVER * stats[:, 3]) & (stats[:, 2] > size))
+    kept = {core}
+    x0, y0 = boxes[core, 0], boxes[core, 1]
+    x1, y1 = x0 + boxes[core, 2], y0 + boxes[core, 3]
+    grew = True
+    while grew:  # grow the writing: a component near the kept ones joins, which may bring others in reach
+        grew = False
+        for i in range(len(areas)):
+            if i in kept or areas[i] < floor or edge[i]:
+                continue
+            bx, by, bw, bh = boxes[i]
+            gap = max(x0 - (bx + bw), bx - x1, y0 - (by + bh), by - y1, 0)
+            if gap <= size * (JOIN + JOIN_SIZE * np.sqrt(areas[i] / areas[core])):
+                kept.add(i)
+                x0, y0, x1, y1 = min(x0, bx), min(y0, by), max(x1, bx + bw), max(y1, by + bh)
+                grew = True
+    lut = np.zeros(n, np.float32)
+    lut[[i + 1 for i in kept]] = 1
+    return ink * lut[labels]
+
+
+def clean(ink: np.ndarray, gray: np.ndarray | None) -> np.ndarray:
+    """Ink map -> the ink of the writing alone (see the module's docstring). gray: the luma of an opaque
+    image (a photo, a scan: the page, lines and the image's edge are looked at); None for a sketch or a
+    transparent drawing."""
+    photo = gray is not None
+    if photo:
+        outside = outside_paper(gray)
+        if outside is not None:
+            ink = ink * ~outside
+        ink = remove_lines(ink)
+    return keep_writing(ink, photo)

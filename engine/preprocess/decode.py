@@ -1,0 +1,180 @@
+"""Decode step: any user input (path, bytes, PIL image, numpy array, tensor, FileData dict) -> grayscale and
+alpha as float32 arrays in [0, 1], plus the factor from those arrays' pixels to the original image's pixels.
+
+    from engine.preprocess.decode import decode
+    img = decode("photo.jpg")   # Decoded(gray, dark, light, alpha, scale); alpha is None for opaque images
+
+Sizes are checked from the header before any pixel is decoded (decompression bombs), EXIF orientation is
+honoured, a large JPEG is decoded at reduced scale (PIL's draft(): libjpeg skips most of the work) and any
+image over SHRINK_PIXELS is reduced by an integer factor before any float copy. Colour is kept as two
+colour-aware planes beside the luma: `dark` (the darkest channel: blue or red ink on white paper is as
+dark there as black ink) and `light` (the brightest channel, for light ink on a dark ground).
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_PIXELS = 40_000_000        # larger images are refused before they are decoded (decompression bombs)
+SHRINK_PIXELS = 1 << 20        # larger images are box-reduced to about this size before any float copy
+DRAFT_PIXELS = 180_000         # a JPEG over 4 MP is decoded at the DCT scale (1/2, 1/4, 1/8) nearest above this
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL itself refuses anything over 2x this
+
+
+class PreprocessError(ValueError):
+    """The input cannot be turned into a model input; the message says what the user should do."""
+
+
+class EmptyInputError(PreprocessError):
+    pass
+
+
+def open_image(source, reduce: bool = False) -> Image.Image:
+    """Open a path, bytes or file object as a PIL image, refusing oversized or broken files clearly.
+
+    reduce: let a JPEG over SHRINK_PIXELS decode at 1/2, 1/4 or 1/8 scale (libjpeg skips most of the
+    work), still at least about SHRINK_PIXELS, or DRAFT_PIXELS for a phone photo over 4 MP (a 3.3 MB 12 MP
+    photo: 1/8, about 40 ms on the 2-core EPYC, most of it Huffman decoding); the image's info["full_size"]
+    keeps the file's own size."""
+    try:
+        img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+    except UnidentifiedImageError as e:
+        raise PreprocessError("that file is not an image PIL can read; upload a PNG, JPEG, GIF, BMP or WebP") from e
+    except Image.DecompressionBombError as e:
+        raise PreprocessError(f"the image is too large (over {MAX_PIXELS / 1e6:.0f} megapixels); scale it down") from e
+    except (FileNotFoundError, IsADirectoryError) as e:
+        raise PreprocessError(f"no image file at {source}") from e
+    check_size(img)
+    img.info["full_size"] = img.size
+    w, h = img.size  # a phone photo (over 4 MP) decodes far smaller: its digit is still 40+ px tall there
+    factor = _shrink_factor(w, h, DRAFT_PIXELS if w * h > 4 * SHRINK_PIXELS else SHRINK_PIXELS)
+    if reduce and factor > 1 and img.format == "JPEG" and img.mode in ("L", "RGB", "CMYK"):
+        img.draft(img.mode, (img.size[0] // factor, img.size[1] // factor))
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
+        raise PreprocessError(f"the image file is damaged or truncated ({e}); try saving it again") from e
+    return img
+
+
+def check_size(img: Image.Image) -> None:
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise PreprocessError(f"the image is {w}x{h} = {w * h / 1e6:.0f} megapixels; the limit is "
+                              f"{MAX_PIXELS / 1e6:.0f} megapixels, scale it down first")
+    if w < 1 or h < 1:
+        raise PreprocessError("the image is empty (zero pixels)")
+
+
+def _shrink_factor(w: int, h: int, pixels: int = SHRINK_PIXELS) -> int:
+    return max(1, math.ceil(math.sqrt(w * h / pixels)))
+
+
+def shrink(img: Image.Image) -> tuple[Image.Image, int]:
+    """Box-reduce an image of more than SHRINK_PIXELS by an integer factor -> (image, factor). A 12 MP phone
+    photo then costs ~0.1 s and tens of MB instead of seconds and a gigabyte of float copies, and the digit,
+    which ends up 20 px tall, loses nothing: strokes wider than the factor keep their full strength. The
+    factor follows the area, not the longest side, so a 3000x20 strip keeps its 20 rows."""
+    factor = _shrink_factor(*img.size)
+    if factor <= 1:
+        return img, 1
+    if img.mode in ("1", "P", "PA"):  # modes reduce() does not take
+        img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "L")
+    elif img.mode.startswith("I;16"):
+        img = img.convert("I")
+    return img.reduce(factor), factor
+
+
+@dataclass
+class Decoded:
+    """One decoded image: float32 HxW planes in [0, 1] (dark/light equal gray for a grayscale image), the
+    alpha plane or None, and scale = original (EXIF-upright) image pixels per plane pixel."""
+    gray: np.ndarray
+    dark: np.ndarray
+    light: np.ndarray
+    alpha: np.ndarray | None
+    scale: float
+
+
+def _float(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float32) * np.float32(1 / 255) if a.dtype == np.uint8 else a
+
+
+def _planes(a: np.ndarray, alpha: np.ndarray | None, scale: float) -> Decoded:
+    """uint8 (0..255) or float32 (0..1) HxW or HxWx3 -> Decoded (OpenCV per-pixel channel min/max: numpy's
+    reduction over the last axis of a 12 MP photo's copy takes ~100 ms)."""
+    a = np.ascontiguousarray(a)
+    if a.ndim == 2:
+        g = _float(a)
+        return Decoded(g, g, g, alpha, scale)
+    r, g, b = cv2.split(a)
+    return Decoded(_float(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)), _float(cv2.min(cv2.min(r, g), b)),
+                   _float(cv2.max(cv2.max(r, g), b)), alpha, scale)
+
+
+def _to_gray_alpha(img: Image.Image) -> Decoded:
+    """Any PIL image, whatever the mode (16-bit, palette, CMYK...) -> Decoded."""
+    full_w, full_h = img.info.get("full_size", img.size)  # before a reduced-scale JPEG decode
+    upright = ImageOps.exif_transpose(img)  # photos taken sideways
+    turned = upright.size != img.size
+    img, _ = shrink(upright)  # huge photos
+    scale = (full_h if turned else full_w) / img.size[0]
+    alpha = None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, dtype=np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        return _planes((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a), None, scale)
+    if img.mode == "P" and "transparency" in img.info or img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = np.asarray(img.convert("RGBA"))
+        return _planes(rgba[..., :3], _float(rgba[..., 3]), scale)
+    if img.mode in ("L", "1"):
+        return _planes(np.asarray(img.convert("L")), None, scale)
+    return _planes(np.asarray(img.convert("RGB")), None, scale)
+
+
+def _from_array(a: np.ndarray) -> Decoded:
+    a = np.asarray(a)
+    factor = 1
+    if a.dtype == np.uint8 and a.ndim >= 2 and a.shape[0] * a.shape[1] > SHRINK_PIXELS and (
+            a.ndim == 2 or a.ndim == 3 and a.shape[2] in (1, 2, 3, 4)):  # e.g. a huge sketch layer
+        small, factor = shrink(Image.fromarray(a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a))
+        a = np.asarray(small)
+    if a.dtype.kind == "f":
+        a = a.astype(np.float32)
+        if a.max(initial=0) > 1.0:
+            a = a / 255.0
+    elif a.dtype == np.uint16:
+        a = a.astype(np.float32) / 65535.0
+    elif a.dtype != np.uint8:
+        a = a.astype(np.float32) / 255.0
+    if a.ndim == 2:
+        return _planes(a, None, float(factor))
+    if a.ndim == 3 and a.shape[2] in (1, 2, 3, 4):
+        color, alpha = (a[..., :-1], _float(a[..., -1])) if a.shape[2] in (2, 4) else (a, None)
+        return _planes(color if color.shape[2] == 3 else color[..., 0], alpha, float(factor))
+    raise PreprocessError(f"expected an image array of shape HxW, HxWx3 or HxWx4, got {a.shape}")
+
+
+def decode(value) -> Decoded:
+    """Any supported single image -> Decoded."""
+    if isinstance(value, Image.Image):
+        check_size(value)
+        return _to_gray_alpha(value)
+    if isinstance(value, np.ndarray):
+        return _from_array(value)
+    if isinstance(value, torch.Tensor):
+        return _from_array(value.detach().cpu().numpy())
+    if isinstance(value, (str, os.PathLike, bytes, bytearray)):
+        return _to_gray_alpha(open_image(value, reduce=True))
+    if isinstance(value, dict) and "path" in value:  # a gradio FileData-like dict
+        return _to_gray_alpha(open_image(value["path"], reduce=True))
+    raise PreprocessError(f"unsupported image input of type {type(value).__name__}")

@@ -1,0 +1,223 @@
+"""Ink step: decoded planes -> ink map (float32 HxW in [0, 1], 1 = ink), before any clean-up, and the binary
+mask of what stands out as ink.
+
+    from engine.preprocess.ink import raw_ink
+    ink, scale, kind, outside = raw_ink(value)   # kind: "sketch" (layer alpha) or "image"
+
+For photos and scans the light is normalised locally first: the paper's brightness around each point is
+estimated (a morphological closing of the darkest-channel plane, on a small copy, with a kernel wider than
+any stroke: the strokes vanish and the paper, its shadow and gradient remain) and each pixel's contrast is
+measured against it (divided: a stroke in a shadow keeps its contrast). The same with an opening finds light
+ink on a dark ground; the polarity is the one with more ink over its thresholds, so a dark table along an
+edge (wide, followed by the light estimate) does not decide it. The ink is then what exceeds a threshold set from the image's own
+noise and its strongest ink, a local threshold in effect since the contrast is already local.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from engine.preprocess.decode import Decoded, EmptyInputError, decode
+
+ANALYSIS = 160          # the light is estimated on a copy this many pixels on its longest side
+PAPER_KERNEL = 0.25     # ... with a kernel this fraction of its shorter side (wider than any digit's stroke)
+MIN_CONTRAST = 0.03     # the faintest ink told from paper, as a fraction of the paper's local brightness
+NOISE_SIGMAS = 4        # ... and at least this many times the paper's own noise (hysteresis: seeds 1.5x)
+PEAK_FRACTION = 0.3     # seeds are at least this fraction of the image's strongest ink
+UNIFORM = 0.1           # paper spreading less than this share of the ink's contrast (std) is one level
+EDGE_INK = 0.1          # ... unless more than this share of the image's edge is not paper (a table)
+PAPER_STEP = 0.25       # the polarity is judged where the paper's brightness changes by less than this nearby
+
+
+def is_sketch(value) -> bool:
+    return isinstance(value, dict) and ("layers" in value or "composite" in value)
+
+
+def _odd(n: float) -> int:
+    return max(3, int(n) // 2 * 2 + 1)
+
+
+def background(plane: np.ndarray, dark: bool) -> np.ndarray:
+    """The paper's local brightness: a closing (dark ink) or opening (light ink) wider than any stroke,
+    made on a small copy, smoothed and brought back to full size."""
+    h, w = plane.shape
+    f = min(1.0, ANALYSIS / max(h, w))
+    k = _odd(PAPER_KERNEL * min(h, w) * f)
+    small = cv2.resize(plane, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    ellipse = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    bg = cv2.morphologyEx(small, cv2.MORPH_CLOSE if dark else cv2.MORPH_OPEN, ellipse,
+                          borderType=cv2.BORDER_REPLICATE)
+    bg = cv2.blur(bg, (_odd(k / 2),) * 2)
+    return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def uniform_paper(plane: np.ndarray) -> tuple[float, float] | None:
+    """(the paper's brightness, the ink's) when the paper is one level over the whole image (a scan, a
+    screenshot, a crop like MNIST's own 28x28), else None. Otsu splits the pixels in two; the paper is the larger class, and it is
+    uniform when it spreads little. Then one level is exact and a local estimate could only
+    err: in a small image, a bold digit's merged strokes are wider than any kernel the image allows. Uniform
+    means: the paper's spread (std) is under UNIFORM of the ink's contrast, so faint pencil under a mild
+    gradient still gets the local estimate."""
+    h, w = plane.shape
+    f = min(1.0, ANALYSIS / max(h, w))
+    small = cv2.resize(plane, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    u8 = (np.clip(small, 0, 1) * 255).round().astype(np.uint8)
+    t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    above = u8 > t
+    paper, ink = (small[above], small[~above]) if above.mean() >= 0.5 else (small[~above], small[above])
+    if paper.size < 0.6 * small.size or ink.size == 0:
+        return None
+    # Ink seldom reaches the image's edge; a table beside the page always does: not one paper level then.
+    edge = np.concatenate([above[0], above[-1], above[:, 0], above[:, -1]])
+    if (edge != (above.mean() >= 0.5)).mean() > EDGE_INK:
+        return None
+    level = float(np.median(paper))
+    if float(paper.std()) > UNIFORM * abs(level - float(np.median(ink))):
+        return None
+    return level, float(np.median(ink))
+
+
+def _contrast(plane: np.ndarray, dark: bool) -> np.ndarray:
+    """Each pixel's contrast against the paper: one level where the paper is uniform, else its local light
+    (smoothed a little against sensor noise and graphite grain, unless the image is so small that a 3x3
+    blur would be a good part of a stroke: MNIST's own 28x28)."""
+    if min(plane.shape) >= 4 * 28:
+        plane = cv2.GaussianBlur(plane, (3, 3), 0)
+    levels = uniform_paper(plane)
+    bg = background(plane, dark) if levels is None else np.float32(levels[0])
+    if dark:  # divided: a stroke in a shadow keeps its contrast
+        return np.clip(1 - plane / np.maximum(bg, 1e-3), 0, 1)
+    return np.clip(plane - bg, 0, 1)
+
+
+def _noise(c: np.ndarray) -> tuple[float, float]:
+    """The paper's level and noise in a contrast map: median and robust sigma (from the median absolute
+    deviation), on a subsample."""
+    s = c[::3, ::3]
+    med = float(np.median(s))
+    return med, 1.4826 * float(np.median(np.abs(s - med)))
+
+
+def _hysteresis(c: np.ndarray, low: float, high: float) -> np.ndarray:
+    """uint8 mask: the connected regions over `low` that reach `high` somewhere (a faint stroke hangs on to
+    its firm parts; paper noise over `low` has none)."""
+    n, labels = cv2.connectedComponents((c > low).astype(np.uint8), connectivity=8)
+    seeded = np.zeros(n, np.uint8)
+    seeded[np.unique(labels[c > high])] = 1
+    seeded[0] = 0
+    return seeded[labels]
+
+
+def _ink(c: np.ndarray) -> tuple[np.ndarray, float]:
+    """Contrast -> (ink map, its sum)."""
+    med, sigma = _noise(c)
+    low = max(MIN_CONTRAST, med + NOISE_SIGMAS * sigma)
+    over = c[c > low]
+    if over.size == 0:
+        return np.zeros_like(c), 0.0
+    peak = float(np.percentile(over, 99))
+    high = max(1.5 * low, PEAK_FRACTION * peak)
+    if peak <= high:
+        return np.zeros_like(c), 0.0
+    mask = _hysteresis(c, low, high)
+    ink = np.clip((c - low) / max(peak - low, 1e-3), 0, 1) * mask  # a faint halo stays faint
+    return ink, float(ink.sum())
+
+
+def dark_ink(d: Decoded) -> bool:
+    """True for dark ink on light paper (the common case, and the answer for a blank image), False for light
+    ink on a dark ground. The paper is the commonest brightness around each point: a median filter wider than
+    any stroke follows the paper through shadows, gradients and a table along an edge, where the border's
+    brightness or one global level would not. Ink is what differs from it; its sign gives the polarity. (A
+    morphological paper estimate is no judge here: an opening, the light-ink estimate, dips between dense
+    dark strokes, so the paper inside a 0 or between two strokes would look like light ink.)"""
+    levels = uniform_paper(d.gray)
+    if levels is not None:  # one paper level over the whole image: the paper is its larger class
+        return levels[0] >= levels[1]
+    h, w = d.gray.shape
+    f = min(1.0, ANALYSIS / max(h, w))
+    small = cv2.resize(d.gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    u8 = (small * 255).round().astype(np.uint8)
+    k = min(_odd(PAPER_KERNEL * min(small.shape)), 255)
+    paper = cv2.medianBlur(u8, k).astype(np.float32)
+    diff = u8.astype(np.float32) - paper
+    s = diff[::2, ::2] if diff.size > 4096 else diff
+    noise = 1.4826 * float(np.median(np.abs(s - np.median(s))))
+    off = np.abs(diff) > max(255 * MIN_CONTRAST, NOISE_SIGMAS * noise)
+    # Only where the paper estimate is smooth: within a kernel of the page's edge in a photo (a step from
+    # paper to table) the median lags behind the edge, and a strip of the page would look like light ink.
+    # A digit filling the picture makes steps of its own: where nothing is left, judge everywhere.
+    square = np.ones((k, k), np.uint8)
+    smooth = off & ((cv2.dilate(paper, square) - cv2.erode(paper, square)) <= 255 * PAPER_STEP)
+    if smooth.sum() >= max(10, off.sum() / 20):
+        off = smooth
+    return float(diff[off].sum()) <= 0  # more darker-than-paper ink than lighter
+
+
+def ink_from_planes(d: Decoded) -> np.ndarray:
+    """Opaque image -> ink map. The polarity first (dark_ink: from the image normalised by its local paper,
+    not from the border), then each pixel's contrast against the paper's local light (dark ink on the
+    darkest channel against a closing, light ink on the brightest against an opening); the ink is what rises
+    over a threshold from the paper's noise and the strongest ink (hysteresis: faint parts of a stroke hang
+    on to its firm parts), rescaled so firm ink is 1 (faint pencil and black ballpoint look alike to the
+    model)."""
+    dark = dark_ink(d)
+    for polarity in (dark, not dark):  # when the first finds nothing (a bold digit filling a tiny image), the other
+        c = _contrast(d.dark, True) if polarity else _contrast(d.light, False)
+        ink, total = _ink(c)
+        if total > 0:
+            break
+    return ink
+
+
+def global_ink(gray: np.ndarray) -> np.ndarray:
+    """Whole objects rather than strokes (Fashion-MNIST's garments): polarity from the border, one paper
+    level subtracted, contrast stretched. A local paper estimate would eat a garment wider than its kernel."""
+    h, w = gray.shape
+    b = max(1, min(h, w) // 20)
+    border = np.concatenate([gray[:b].ravel(), gray[-b:].ravel(), gray[:, :b].ravel(), gray[:, -b:].ravel()])
+    paper = float(np.median(border))
+    if paper > 0.5:  # light paper, dark ink
+        gray, paper = 1.0 - gray, 1.0 - paper
+    ink = np.clip(gray - paper, 0, None)
+    top = float(np.percentile(ink[ink > 0], 99)) if (ink > 0).any() else 0.0
+    if top < 0.08:  # nothing stands out from the paper: a blank or single-colour image
+        return np.zeros_like(ink)
+    return np.clip(ink / top, 0, 1)
+
+
+def raw_ink(value, strokes: bool = True) -> tuple[np.ndarray, float, str, Decoded | None]:
+    """Any supported input -> (ink map, original pixels per ink-map pixel, "sketch" or "image", the decoded
+    planes of an opaque image or None). strokes=False: an opaque image's ink by global_ink (objects)."""
+    if is_sketch(value):
+        # Gradio sketchpad: strokes live in the layers' alpha; background/composite are only a fallback
+        # (an image placed on the canvas, or a client that sends only the composite).
+        inks = []
+        for layer in value.get("layers") or []:
+            if layer is None:
+                continue
+            d = decode(layer)
+            if d.alpha is not None and d.alpha.max(initial=0) > 0:
+                inks.append((d.alpha, d.scale))
+        if inks:
+            ink, scale = inks[0]
+            for a, _ in inks[1:]:
+                ink = np.maximum(ink, a) if a.shape == ink.shape else ink
+            return ink.astype(np.float32), scale, "sketch", None
+        for key in ("composite", "background"):
+            if value.get(key) is not None:
+                ink, scale, _, d = raw_ink(value[key], strokes)
+                return ink, scale, "sketch", d
+        raise EmptyInputError("draw something first: the canvas is empty")
+    d = decode(value)
+    if d.alpha is not None and d.alpha.min() < 0.98 and d.alpha.max() > 0.02:
+        # Transparent background: ink is what is opaque and differs from the page. For a drawing on a
+        # transparent canvas that is simply the alpha, whatever colour the pen had.
+        return d.alpha.astype(np.float32), d.scale, "image", None
+    ink = ink_from_planes(d) if strokes else global_ink(d.gray)
+    return ink.astype(np.float32), d.scale, "image", d
+
+
+def ink_map(value) -> np.ndarray:
+    """Any supported input -> float32 ink map in [0, 1] (before clean-up)."""
+    return raw_ink(value)[0]

@@ -1,0 +1,139 @@
+"""Ink extraction on real-world inputs: the clean-up steps one by one, and a small fixed sample of every
+input kind of engine.render read by the shipped model (the full measurement: scripts/eval_drawings.py).
+
+    python -m pytest tests/test_preprocess_real.py
+"""
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import CHECKPOINTS
+from engine.preprocess import EmptyInputError, extract_ink, frame, preprocess
+from engine.preprocess.clean import keep_writing, remove_lines
+from engine.render import KINDS, render
+
+
+def _stroke(canvas, p0, p1, width):
+    cv2.line(canvas, p0, p1, 1.0, width)
+    return canvas
+
+
+def test_a_speck_away_from_the_digit_is_dropped():
+    ink = _stroke(np.zeros((400, 400), np.float32), (200, 80), (200, 320), 18)  # a "1"
+    cv2.circle(ink, (340, 60), 8, 1.0, -1)                                      # a stray tap
+    out = keep_writing(ink)
+    assert out[60, 340] == 0 and out[200, 200] == 1
+
+
+def test_a_fives_separate_bar_and_a_two_stroke_four_are_kept():
+    five = np.zeros((400, 400), np.float32)
+    _stroke(five, (150, 100), (260, 100), 16)   # the top bar, drawn apart
+    _stroke(five, (150, 125), (145, 200), 16)   # the body: down, round, back
+    cv2.ellipse(five, (190, 260), (70, 65), 0, -150, 140, 1.0, 16)
+    assert keep_writing(five)[100, 250] == 1
+    four = np.zeros((400, 400), np.float32)
+    _stroke(four, (150, 80), (120, 220), 16)
+    _stroke(four, (120, 220), (260, 220), 16)
+    _stroke(four, (225, 100), (235, 330), 16)    # the second stroke, clear of the first
+    assert keep_writing(four)[300, 233] == 1 and keep_writing(four)[150, 135] == 1
+
+
+def test_ruled_lines_are_removed_and_the_stroke_across_them_kept():
+    ink = np.zeros((600, 800), np.float32)
+    for y in range(40, 600, 48):
+        ink[y:y + 2] = 1.0                       # ruled lines across the page
+    ink[:, 90:92] = 1.0                          # the margin line
+    _stroke(ink, (400, 150), (420, 400), 9)      # a stroke crossing five lines
+    out = remove_lines(ink)
+    assert out[232, 600] == 0 and out[300, 91] == 0 and out[520, 300] == 0
+    for y in (232, 376):  # not cut where it crosses a line
+        x = round(400 + 20 * (y - 150) / 250)
+        assert out[y:y + 2, x - 3:x + 4].all()
+
+
+def test_a_blank_page_and_a_photo_of_no_digit_say_so(tmp_path):
+    page = np.full((600, 800, 3), 235, np.uint8)
+    page[:, :150] = (90, 60, 40)                 # a table beside the page, no writing on it
+    for value in (Image.new("L", (640, 480), 250), Image.fromarray(page)):
+        with pytest.raises(EmptyInputError, match="no digit found"):
+            preprocess(value)
+
+
+def test_extract_ink_maps_back_to_the_original_image(tmp_path):
+    big = np.full((3000, 4000), 230, np.uint8)
+    _stroke(big, (2000, 1000), (2050, 2000), 60)
+    path = tmp_path / "big.jpg"
+    Image.fromarray(big).save(path, quality=90)
+    ink = extract_ink(str(path))
+    assert ink.kind == "image" and ink.scale > 1
+    ys, xs = np.nonzero(ink.ink > 0.5)
+    assert abs(xs.mean() * ink.scale - 2025) < 40 and abs(ys.mean() * ink.scale - 1500) < 40
+    x, _ = preprocess(str(path))
+    assert np.array_equal(frame(ink.ink, __import__("engine.models").models.InputSpec())[None, None] > 0, x > x.min())
+
+
+def _page(h=600, w=800, level=0.9):
+    return np.full((h, w), level, np.float32)
+
+
+def test_polarity_follows_the_paper_not_the_border():
+    from engine.preprocess.decode import decode
+    from engine.preprocess.ink import dark_ink
+    bold = _page(300, 300)
+    cv2.circle(bold, (150, 150), 110, 0.1, 40)          # a bold 0 filling the picture: its inside is paper
+    assert dark_ink(decode(bold))
+    assert not dark_ink(decode(1 - bold))                # the same, light on dark
+    photo = _page()
+    photo[:, :260] = 0.2                                 # a dark table over a third of the frame, at the border
+    _stroke(photo, (500, 250), (520, 380), 8)
+    photo[photo == 1.0] = 0.1                            # the stroke in dark ink
+    assert dark_ink(decode(photo))
+
+
+def test_a_soft_shadow_is_not_a_table_and_a_sharp_dark_edge_is():
+    from engine.preprocess.clean import outside_paper
+    xx = np.arange(800, dtype=np.float32)[None, :].repeat(600, 0)
+    shadow = 0.9 - 0.45 / (1 + np.exp(-(xx - 300) / 40))  # half the page in a hand's soft shadow
+    assert outside_paper(shadow) is None
+    table = _page()
+    table[:, 600:] = 0.25                                # the page ends at x=600, a table beyond it
+    out = outside_paper(table)
+    assert out is not None and out[:, 620:].all() and not out[:, :500].any()
+
+
+def test_ink_written_along_a_ruled_line_is_kept():
+    ink = np.zeros((600, 800), np.float32)
+    for y in range(40, 600, 48):
+        ink[y:y + 2] = 0.4                               # pale ruled lines
+    _stroke(ink, (300, 184), (420, 184), 5)              # a 2's base drawn right on the line at y=184
+    _stroke(ink, (300, 184), (400, 100), 5)
+    out = remove_lines(ink)
+    assert out[184, 360] == 1 and out[40, 600] == 0 and out[232, 600] == 0
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    from export.runtime import load_runtime
+    return load_runtime(CHECKPOINTS / "mnist_cnn.pt", "ONNX Runtime")
+
+
+N_PER_KIND = 30
+# Floors out of 30: what the extraction reads on this fixed sample today (sketch 29, jpeg 30, inverted 30,
+# strays 27, fat 29, pencil 24, ruled 20, photo 30 on the 2-core AMD EPYC), less one or two for another CPU's
+# float rounding. pencil and ruled are below the 97 % target (issue 11): the floors keep them from sliding back.
+FLOOR = {"sketch": 28, "jpeg": 29, "inverted": 29, "strays": 26, "fat": 28, "photo": 28, "pencil": 22, "ruled": 18}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_is_read_right(kind, mnist_test, runtime):
+    """A fixed sample (seed 11, apart from the script's seed 0) of each kind through preprocess + ONNX Runtime."""
+    rng = np.random.default_rng([11, KINDS.index(kind)])
+    right = 0
+    for i in rng.choice(len(mnist_test), N_PER_KIND, replace=False):
+        try:
+            x, _ = preprocess(render(mnist_test.images[i, 0].numpy(), kind, rng), runtime.spec)
+        except EmptyInputError:  # "no digit found": read wrong
+            continue
+        right += int(runtime.predict_proba(x)[0].argmax()) == int(mnist_test.labels[i])
+    assert right >= FLOOR[kind], f"{kind}: {right}/{N_PER_KIND}"
