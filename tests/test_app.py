@@ -30,7 +30,7 @@ from tests._server import AppServer, free_port
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = Path(os.environ.get("APP_TEST_CHECKPOINTS_DIR", ROOT / "checkpoints"))
 BACKENDS = available_backends()
-LIVE_KINDS = ("sketch", "jpeg", "inverted", "strays")
+LIVE_KINDS = ("sketch", "jpeg", "inverted")
 N_PER_KIND = 20  # digits per kind and backend; the 1000-per-kind figure comes from scripts/eval_drawings.py
 
 
