@@ -73,6 +73,7 @@ def serve_bare(port: int, inputs_json: str) -> None:
     import app
 
     inputs = json.loads(inputs_json)
+    app.load_models()
     canned = {"upload": app.predict_upload(inputs["photo"], BACKEND, MODEL),
               "sketch": app.predict_sketch(sketch_value(inputs["sketch"]), BACKEND, MODEL)}
 
