@@ -17,7 +17,6 @@ import argparse
 import base64
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -131,16 +130,6 @@ def server_round_trips(url: str, rgba: np.ndarray, calls: int) -> list[float]:
     return ms
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", default="http://127.0.0.1:7860/", help="the running app (default: %(default)s)")
@@ -156,6 +145,7 @@ def main(argv=None) -> dict:
     from browser_backend import STATIC, _file_url, onnx_path
     from engine.models import InputSpec
     from engine.preprocess import preprocess
+    from export.benchmark import machine_info
 
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
@@ -205,7 +195,7 @@ def main(argv=None) -> dict:
     server = server_round_trips(args.url, rgba, args.server_calls)
     load1, load5 = os.getloadavg()[:2]
     result = {
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_1_5": [load1, load5],
+        "machine": {"cpu": machine_info()["cpu"], "cores": os.cpu_count(), "load_average_1_5": [load1, load5],
                     "browser": version},
         "rows": [
             {"engine": "ONNX Runtime Web 1.30.0", "provider": "wasm (SIMD, 1 thread)", "where": "page", "batch": 1,

@@ -31,6 +31,18 @@ def timed(fn, n: int) -> tuple[float, float]:
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 90) * 1e3)
 
 
+def phone_jpeg(digit_u8: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A phone photo as the renderer makes them (page, table, shadow, small digit), at 12 MP with sensor noise,
+    saved at quality 90: a few MB like a real one (a flat synthetic page would compress to 0.2 MB and decode
+    faster than any photo)."""
+    small = np.asarray(render(digit_u8, "photo", rng).convert("RGB"))
+    photo = np.asarray(Image.fromarray(small).resize((4000, 3000), Image.Resampling.BILINEAR), np.float32)
+    photo = np.clip(photo + rng.normal(0, 6, photo.shape[:2])[..., None], 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=50, help="calls per input (default: 50)")
@@ -40,18 +52,9 @@ def main(argv=None) -> None:
     digit = split.images[0, 0].numpy()
     rng = np.random.default_rng(0)
     sketch = render(digit, "sketch", rng)
-    h, w = sketch["layers"][0].shape[:2]
     canvas = {k: (np.asarray(Image.fromarray(v).resize((560, 560))) if not isinstance(v, list) else
                   [np.asarray(Image.fromarray(a).resize((560, 560))) for a in v]) for k, v in sketch.items()}
-    # A phone photo as the renderer makes them (page, table, shadow, small digit), at 12 MP with sensor noise,
-    # saved at quality 90: a few MB like a real one (a flat synthetic page would compress to 0.2 MB and decode
-    # faster than any photo).
-    small = np.asarray(render(digit, "photo", rng).convert("RGB"))
-    photo = np.asarray(Image.fromarray(small).resize((4000, 3000), Image.Resampling.BILINEAR), np.float32)
-    photo = np.clip(photo + rng.normal(0, 6, photo.shape[:2])[..., None], 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(photo).save(buf, "JPEG", quality=90)
-    jpeg = buf.getvalue()
+    jpeg = phone_jpeg(digit, rng)
     for name, fn in (("sketchpad drawing 560x560", lambda: preprocess(canvas)),
                      (f"12 MP JPEG {len(jpeg) / 1e6:.1f} MB, decode included", lambda: preprocess(jpeg))):
         p50, p90 = timed(fn, args.n)

@@ -35,15 +35,13 @@ def make_inputs(folder: Path, seed: int = 0) -> dict[str, object]:
     """A 12 MP phone JPEG (as scripts/bench_preprocess.py makes it) and a 560x560 drawing (the sketchpad's
     background, one layer, composite as PNG files), both of a real MNIST test digit."""
     from engine.data import default_data_dir, load_dataset
+    from bench_preprocess import phone_jpeg
     from engine.render import render
 
     split = load_dataset("mnist", default_data_dir(), train=False, download=False)
     digit = split.images[0, 0].numpy()
     rng = np.random.default_rng(seed)
-    small = np.asarray(render(digit, "photo", rng).convert("RGB"))
-    photo = np.asarray(Image.fromarray(small).resize((4000, 3000), Image.Resampling.BILINEAR), np.float32)
-    photo = np.clip(photo + rng.normal(0, 6, photo.shape[:2])[..., None], 0, 255).astype(np.uint8)
-    Image.fromarray(photo).save(folder / "photo_12mp.jpg", quality=90)
+    (folder / "photo_12mp.jpg").write_bytes(phone_jpeg(digit, rng))
     sketch = render(digit, "sketch", rng)
     files = {}
     for key, array in (("background", sketch["background"]), ("layer0", sketch["layers"][0]),
@@ -172,21 +170,12 @@ def main(argv=None) -> dict:
                      "app_minus_bare_p50_ms": round(p50["app"] - p50["bare"], 1)})
         print(f"{name:7s} app p50 {p50['app']:7.1f} ms p90 {p90['app']:7.1f}   bare p50 {p50['bare']:7.1f} ms "
               f"p90 {p90['bare']:7.1f}   app - bare (p50) {p50['app'] - p50['bare']:+6.1f} ms")
-    result = {"cpu": _cpu(), "load_average": os.getloadavg(), "backend": BACKEND, "model": MODEL, "rows": rows}
+    from export.benchmark import machine_info
+
+    result = {"cpu": machine_info()["cpu"], "load_average": os.getloadavg(), "backend": BACKEND, "model": MODEL, "rows": rows}
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return result
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":
