@@ -57,7 +57,7 @@ def extract_ink(image) -> Ink:
     if image is None:
         raise EmptyInputError("draw something first (or upload an image)")
     ink, scale, kind, planes = raw_ink(image)
-    ink = clean(ink, None if planes is None else planes.gray)
+    ink = np.minimum(clean(ink, None if planes is None else planes.gray), 1)
     if not (ink > INK_THRESHOLD).any():
         raise EmptyInputError("no digit found in the image: write or draw one digit, dark on light or light "
                               "on dark, filling a good part of the picture" if kind == "image" else

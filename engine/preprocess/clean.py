@@ -30,12 +30,18 @@ LINES_AT = 512           # lines are looked for on a copy this many pixels on it
 LINE_LENGTH = 0.4        # a ruled line runs straight for at least this fraction of the image's width (height)
 LINE_TILT = 8            # ... within this many degrees of level (plumb)
 LINE_SLENDER = 40        # ... and is at least this many times longer than thick (a thin-pen 1: ~25)
+LINE_LEVEL = 0.9         # a line's darkness: this quantile of the ink on it (its core, not its faint halo)
+LINE_SECTIONS = 16       # ... measured in this many stretches along it, the median taken
+LINE_JOIN_ANGLE = 0.02   # pieces of one line: directions within this (radians, about 1 degree) and
+LINE_JOIN_GAP = 2.5      # ... ends within this many pixels (of the small copy) of the longest piece's line
 EDGE_CONTACT = 0.15      # ink touching the image's edge along this fraction of a side is the table or
                          # the paper's edge, and so is ink touching two opposite edges
 JOIN = 0.06              # a component joins the writing within JOIN + JOIN_SIZE * sqrt(its share of the
 JOIN_SIZE = 0.4          # core's ink) times the core's size; a tiny speck must almost touch it
 LEVEL_SLIVER = 6         # a component this many times wider than tall is no digit's core
 SPECK = 0.0002           # components smaller than this fraction of the image (and of 4 px) are noise
+PHOTO_FLOOR = 16         # ... but in a photo a component of this many pixels may be the digit's core
+FAINT = 0.15             # in a photo, ink under this fraction of the writing's firm ink is not the writing
 
 
 def _binary(ink: np.ndarray) -> np.ndarray:
@@ -89,57 +95,152 @@ def _odd(n: float) -> int:
     return max(3, int(n) // 2 * 2 + 1)
 
 
-def find_lines(mask: np.ndarray) -> np.ndarray:
-    """uint8 mask of the ruled and margin lines in an ink mask: straight segments found by a probabilistic
-    Hough transform on a small copy (a line tilted in a photo is still one line), nearly level or plumb,
-    long and thin, drawn back at full size as thick as they measure."""
+def _collinear(segs: np.ndarray) -> list[tuple[np.ndarray, float]]:
+    """Hough segments (x0, y0, x1, y1) -> lines: segments of the same line joined (a thin line that is
+    faint in places or tilted a little comes out of the transform in pieces: a staircase of 1 px steps, or
+    dashes). -> [(the longest piece, the length the pieces cover together)]."""
+    order = np.argsort(-np.hypot(segs[:, 2] - segs[:, 0], segs[:, 3] - segs[:, 1]))
+    groups = []  # [longest piece, unit direction, unit normal, offset, intervals along the direction]
+    for x0, y0, x1, y1 in segs[order]:
+        d = np.array([x1 - x0, y1 - y0], np.float64)
+        for g in groups:
+            u, nrm, rho = g[1], g[2], g[3]
+            if abs(float(np.dot(d / np.linalg.norm(d), nrm))) < LINE_JOIN_ANGLE and all(
+                    abs(float(np.dot((x, y), nrm)) - rho) < LINE_JOIN_GAP for x, y in ((x0, y0), (x1, y1))):
+                t = sorted((float(np.dot((x0, y0), u)), float(np.dot((x1, y1), u))))
+                g[4].append(t)
+                break
+        else:
+            u = d / np.linalg.norm(d)
+            nrm = np.array([-u[1], u[0]])
+            t = sorted((float(np.dot((x0, y0), u)), float(np.dot((x1, y1), u))))
+            groups.append([np.array([x0, y0, x1, y1], np.float64), u, nrm, float(np.dot((x0, y0), nrm)), [t]])
+    out = []
+    for g in groups:
+        covered, end = 0.0, -np.inf
+        for a, b in sorted(g[4]):
+            covered += max(0.0, b - max(a, end))
+            end = max(end, b)
+        out.append((g[0], covered))
+    return out
+
+
+def find_lines(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int], int]]:
+    """The ruled and margin lines in an ink mask, as (end, end, thickness) at full size: straight segments
+    found by a probabilistic Hough transform on a small copy (a line tilted in a photo is still one line),
+    pieces of one line joined, nearly level or plumb, long and thin, extended across the page (a ruled line
+    runs on past what the transform found of it)."""
     h, w = mask.shape
     f = min(1.0, LINES_AT / max(h, w))
     small = cv2.resize(mask, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
     small = (small > 0).astype(np.uint8)
     sh, sw = small.shape
-    shortest = LINE_LENGTH * min(sh, sw)
-    segs = cv2.HoughLinesP(small, 1, np.pi / 360, threshold=max(10, int(0.35 * shortest)),
-                           minLineLength=shortest, maxLineGap=max(2, int(0.03 * max(sh, sw))))
-    lines = np.zeros_like(mask)
+    piece = LINE_LENGTH / 2 * min(sh, sw)
+    segs = cv2.HoughLinesP(small, 1, np.pi / 360, threshold=max(10, int(0.35 * piece)),
+                           minLineLength=piece, maxLineGap=max(2, int(0.03 * max(sh, sw))))
+    lines = []
     if segs is None:
         return lines
-    for x0, y0, x1, y1 in segs.reshape(-1, 4) / f:
+    for seg, covered in _collinear(segs.reshape(-1, 4).astype(np.float64)):
+        x0, y0, x1, y1 = seg / f
         dx, dy = abs(x1 - x0), abs(y1 - y0)
         length = np.hypot(dx, dy)
         tilt = np.degrees(np.arctan2(min(dx, dy), max(dx, dy)))
-        if tilt > LINE_TILT or length < LINE_LENGTH * (w if dx > dy else h):
+        if tilt > LINE_TILT or covered / f < LINE_LENGTH * (w if dx > dy else h):
             continue
         # how thick: the ink in a band along the segment, wide enough to hold a stroke too thick to be a line
         band = np.zeros_like(mask)
         cv2.line(band, (int(x0), int(y0)), (int(x1), int(y1)), 1, int(length / LINE_SLENDER) + int(2 / f) + 3)
         thickness = cv2.countNonZero(band & mask) / length
-        if thickness * LINE_SLENDER > length or thickness > 0.05 * min(h, w):
+        if thickness * LINE_SLENDER > covered / f or thickness > 0.05 * min(h, w):
             continue
-        # A ruled line runs on across the page past what the transform found of it: drawn to the image's edges.
-        ux, uy = (x1 - x0) / length, (y1 - y0) / length
-        reach = h + w
-        cv2.line(lines, (int(x0 - reach * ux), int(y0 - reach * uy)), (int(x1 + reach * ux), int(y1 + reach * uy)),
-                 1, int(np.ceil(thickness)) + 2 + int(1 / f))
-    return lines & mask
+        (ax, ay), (bx, by) = _fit_line(mask, (x0, y0), (x1, y1), int(np.ceil(thickness)) + 2 + int(2 / f))
+        lines.append(((ax, ay), (bx, by), int(np.ceil(thickness)) + 2 + int(1 / f)))
+    return lines
+
+
+def _fit_line(mask: np.ndarray, a, b, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The line through segment a-b refitted to the ink within `width` of it across the whole image (the
+    transform's angle is coarse: over a page a line drawn from it drifts off the ruled line by pixels) ->
+    its two ends far outside the image."""
+    h, w = mask.shape
+    (x0, y0), (x1, y1) = a, b
+    length = float(np.hypot(x1 - x0, y1 - y0))
+    ux, uy = (x1 - x0) / length, (y1 - y0) / length
+    reach = h + w
+    ends = [(x0 - reach * ux, y0 - reach * uy), (x1 + reach * ux, y1 + reach * uy)]
+    # Only the rows (level line) or columns (plumb line) the band can cross are looked at.
+    if abs(ux) >= abs(uy):
+        ya, yb = y0 + (0 - x0) * uy / ux, y0 + (w - x0) * uy / ux
+        r0, r1 = max(0, int(min(ya, yb)) - width), min(h, int(max(ya, yb)) + width + 1)
+        c0, c1 = 0, w
+    else:
+        xa, xb = x0 + (0 - y0) * ux / uy, x0 + (h - y0) * ux / uy
+        c0, c1 = max(0, int(min(xa, xb)) - width), min(w, int(max(xa, xb)) + width + 1)
+        r0, r1 = 0, h
+    if r1 - r0 < 2 or c1 - c0 < 2:
+        return tuple(map(int, ends[0])), tuple(map(int, ends[1]))
+    band = np.zeros((r1 - r0, c1 - c0), np.uint8)
+    cv2.line(band, (int(ends[0][0] - c0), int(ends[0][1] - r0)), (int(ends[1][0] - c0), int(ends[1][1] - r0)), 1, width)
+    pts = cv2.findNonZero(band & mask[r0:r1, c0:c1])
+    if pts is None or len(pts) < 10:
+        return tuple(map(int, ends[0])), tuple(map(int, ends[1]))
+    vx, vy, px, py = cv2.fitLine(pts, cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
+    if vx * ux + vy * uy < 0:
+        vx, vy = -vx, -vy
+    px, py = px + c0, py + r0
+    return (int(px - reach * vx), int(py - reach * vy)), (int(px + reach * vx), int(py + reach * vy))
+
+
+def _line_levels(ids: np.ndarray, ink: np.ndarray, along: np.ndarray, n: int, bins: int = 128,
+                 top: float = 4.0) -> np.ndarray:
+    """float32 (n,): each line's own darkness: in each of LINE_SECTIONS stretches along it (along: each
+    pixel's stretch) the LINE_LEVEL quantile of its ink (the line's core, not the faint halo beside it), and
+    the median over the stretches that have ink (a digit written along the line darkens only a few); from
+    histograms over [0, top]. 0 for id 0 and for a line with no ink."""
+    b = np.minimum((ink * (bins / top)).astype(np.int64), bins - 1)
+    key = (ids.astype(np.int64) * LINE_SECTIONS + along) * bins + b
+    hist = np.bincount(key, minlength=n * LINE_SECTIONS * bins).reshape(n, LINE_SECTIONS, bins)
+    cum = np.cumsum(hist, axis=2)
+    total = cum[:, :, -1:]
+    q = (np.argmax(cum >= LINE_LEVEL * np.maximum(total, 1), axis=2) + 0.5) * (top / bins)
+    q = np.where(total[:, :, 0] > 0, q, np.nan)
+    has = ~np.isnan(q).all(axis=1)
+    level = np.zeros(n, np.float32)
+    level[has] = np.nanmedian(q[has], axis=1)
+    level[0] = 0
+    return level
 
 
 def remove_lines(ink: np.ndarray) -> np.ndarray:
     """The ink without ruled and margin lines, keeping the strokes that cross them: a line pixel with ink
-    on both sides of it across the line stays."""
+    on both sides of it across the line stays, and so does ink darker than the line it lies on (a 2's base
+    written along a ruled line). Each line is its own measure: a margin line darker than the ruled lines is
+    no writing."""
     mask = _binary(ink)
-    lines = find_lines(mask)
-    if not lines.any():
+    found = find_lines(mask)
+    if not found:
         return ink
+    ids = np.zeros(ink.shape, np.int32)
+    for i, (a, b, thick) in enumerate(found):
+        cv2.line(ids, a, b, i + 1, thick)
+    on = (ids > 0) & mask.astype(bool)
+    ys, xs = np.nonzero(on)
+    h, w = ink.shape
+    plumb = np.array([False] + [abs(b[1] - a[1]) > abs(b[0] - a[0]) for a, b, _ in found])[ids[ys, xs]]
+    along = np.where(plumb, ys * LINE_SECTIONS // h, xs * LINE_SECTIONS // w)
+    level = _line_levels(ids[ys, xs], ink[ys, xs], along, len(found) + 1)
+    for i in np.argsort(level[1:]):  # where lines cross, the darker one's level
+        a, b, thick = found[i]
+        cv2.line(ids, a, b, int(i) + 1, thick)
+    lines = on.astype(np.uint8)
+    level = level[ids] * lines
     keep = mask & (1 - lines)
     span = 2 * int(np.ceil(cv2.countNonZero(lines) / max(1, cv2.countNonZero(cv2.erode(lines, np.ones((3, 3), np.uint8))) or 1))) + 5
     span = min(span, 15)
     rejoined = (cv2.morphologyEx(keep, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (1, span)))
                 | cv2.morphologyEx(keep, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (span, 1))))
-    # Ink written on a line (a 2's base along a ruled line) is darker than the line: kept.
-    on_line = ink[lines.astype(bool)]
-    level = float(np.median(on_line))
-    darker = (ink > max(1.5 * level, level + 0.25)).astype(np.uint8)  # none when the lines are as dark as ink
+    darker = (ink > np.maximum(1.5 * level, level + 0.25)).astype(np.uint8)  # none where a line is as dark as ink
     return ink * (keep | (rejoined & lines) | (darker & lines))
 
 
@@ -166,13 +267,22 @@ def keep_writing(ink: np.ndarray, photo: bool = False) -> np.ndarray:
     areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
     edge = _at_edge(labels, n) if photo else np.zeros(len(areas), bool)
     floor = max(4.0, SPECK * mask.size)
-    inner = np.where(~edge & (areas >= floor))[0]
-    # The core: the most ink, but a level sliver (what is left of a ruled line) counts for little.
-    weight = areas * np.where(stats[:, 2] > LEVEL_SLIVER * stats[:, 3], 0.1, 1.0)
+    # In a photo a digit may be small against the page (one ruled line high on a whole sheet): the floor is
+    # then set by the core, so a piece of it (a 5's bar) still joins it.
+    inner = np.where(~edge & (areas >= (PHOTO_FLOOR if photo else floor)))[0]
+    # The core: the most ink, but a level sliver (what is left of a ruled line) counts for little. In a photo
+    # the ink is weighed, not its area: a wide faint halo (paper texture or a ruled line just over the
+    # threshold) covers more pixels than a small firm digit.
+    mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n)[1:] if photo else areas
+    # In a photo a level sliver is no core at all while anything else is left: the residue of a faint ruled
+    # line can outweigh a digit written one line high on a whole page.
+    weight = mass * np.where(stats[:, 2] > LEVEL_SLIVER * stats[:, 3], 1e-3 if photo else 0.1, 1.0)
     if len(inner):
         core = int(inner[np.argmax(weight[inner])])
     else:
         core, edge = int(np.argmax(areas)), np.zeros(len(areas), bool)
+    if photo:
+        floor = max(4.0, min(floor, 0.1 * areas[core]))
     boxes = stats[:, :4].astype(np.float64)  # x, y, w, h
     size = max(boxes[core, 2], boxes[core, 3])
     if photo:  # a level sliver longer than the digit is what is left of a ruled line, not a 5's or 7's bar
@@ -207,4 +317,12 @@ def clean(ink: np.ndarray, gray: np.ndarray | None) -> np.ndarray:
         if outside is not None:
             ink = ink * ~outside
         ink = remove_lines(ink)
-    return keep_writing(ink, photo)
+    ink = keep_writing(ink, photo)
+    if photo and ink.any():
+        # What is left of a faint ruled line or the paper's texture can hang on to the digit: ink this much
+        # fainter than the writing's own is dropped, and the writing looked for again.
+        firm = float(np.percentile(ink[ink > 0], 90))
+        faint = ink < FAINT * firm
+        if faint.any():
+            ink = keep_writing(np.where(faint, 0, ink), photo)
+    return ink

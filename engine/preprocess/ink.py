@@ -120,7 +120,9 @@ def _ink(c: np.ndarray) -> tuple[np.ndarray, float]:
     if peak <= high:
         return np.zeros_like(c), 0.0
     mask = _hysteresis(c, low, high)
-    ink = np.clip((c - low) / max(peak - low, 1e-3), 0, 1) * mask  # a faint halo stays faint
+    # A faint halo stays faint. Not clipped at 1 yet: where ruled lines make most of the ink, the peak is
+    # theirs, and the clean-up tells the writing from them by the writing's darker ink (extract_ink clips).
+    ink = np.maximum((c - low) / max(peak - low, 1e-3), 0) * mask
     return ink, float(ink.sum())
 
 
@@ -188,7 +190,8 @@ def global_ink(gray: np.ndarray) -> np.ndarray:
 
 def raw_ink(value, strokes: bool = True) -> tuple[np.ndarray, float, str, Decoded | None]:
     """Any supported input -> (ink map, original pixels per ink-map pixel, "sketch" or "image", the decoded
-    planes of an opaque image or None). strokes=False: an opaque image's ink by global_ink (objects)."""
+    planes of an opaque image or None). strokes=False: an opaque image's ink by global_ink (objects). An
+    opaque image's ink may exceed 1 where it is firmer than most of the image's ink (see _ink)."""
     if is_sketch(value):
         # Gradio sketchpad: strokes live in the layers' alpha; background/composite are only a fallback
         # (an image placed on the canvas, or a client that sends only the composite).
@@ -220,4 +223,4 @@ def raw_ink(value, strokes: bool = True) -> tuple[np.ndarray, float, str, Decode
 
 def ink_map(value) -> np.ndarray:
     """Any supported input -> float32 ink map in [0, 1] (before clean-up)."""
-    return raw_ink(value)[0]
+    return np.minimum(raw_ink(value)[0], 1)
