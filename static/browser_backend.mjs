@@ -105,14 +105,18 @@ export function mount(element, props) {
     pctx.imageSmoothingEnabled = false;  // pixels stay pixels, as the server's preview
     pctx.drawImage(tiny, 0, 0, 224, 224);
     if (selected.model !== name) return;  // the model changed meanwhile: the next read uses it
-    publish({
+    const result = {
       label: spec.class_names[top[0][1]],
       confidences: top.map(([p, i]) => ({ label: spec.class_names[i], confidence: p })),
       preview: previewCanvas.toDataURL("image/png"),
       timing: `${props.backend}: ${(t2 - t1).toFixed(2)} ms in this page (preprocessing ${(t1 - t0).toFixed(1)} ms)`,
       seq,
-    });
-    trace({ shown: seq, t: performance.now(), model_ms: t2 - t1, pre_ms: t1 - t0 });
+    };
+    publish(result);
+    // for scripts/bench_browser.py: what this reading puts on the page, to recognise it there
+    trace({ shown: seq, t: performance.now(), model_ms: t2 - t1, pre_ms: t1 - t0, view: window.__digitsTrace && {
+      label: result.label, preview: result.preview,
+      top: result.confidences.map((c) => [c.label, Math.round(c.confidence * 100)]) } });
   }
 
   // One read at a time; moves made while one runs are folded into a single next read.
