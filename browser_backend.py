@@ -109,6 +109,8 @@ def wire_browser_pad(pad: gr.HTML, model: gr.Dropdown, backend: gr.Dropdown, out
     further output, such as where the digit was found, is cleared). JavaScript-only listeners: none of this
     talks to the server."""
     gr.on([model.change, backend.change], None, [model, backend], None, js=SELECT_JS)
+    # where the pad writes its answers itself while the pen moves (the config is built when the Blocks close)
+    pad.props["outputs"] = json.dumps([o.elem_id for o in outputs[:3]])
     pad.change(None, [pad, backend], [*outputs, backend],
                js=SHOW_JS.format(empty_hint=json.dumps(empty_hint), fallback=json.dumps(SERVER_FALLBACK),
                                  rest=len(outputs) - 3))

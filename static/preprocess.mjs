@@ -331,15 +331,16 @@ export function toObjectFrame(ink, size = 28) {
 }
 
 // preprocess: the drawing -> normalised model input and the uint8 preview of what the model sees.
-// spec: {height, mean, std, layout} as in the checkpoint's InputSpec.
-export function preprocess(alpha, w, h, spec) {
+// spec: {height, mean, std, layout} as in the checkpoint's InputSpec. alpha may be a part of the drawing that
+// holds all of its ink (the answer depends only on the ink); canvasArea is then the whole drawing's w * h.
+export function preprocess(alpha, w, h, spec, canvasArea = w * h) {
   const ink = inkMap(alpha, w, h);
   if (ink === null) throw new EmptyInputError("draw something first: the canvas is empty");
   let frame;
   // garments are not writing: no stroke clean-up for them (the server's preprocess does the same)
   if (spec.layout === "object") frame = toObjectFrame(ink, spec.height);
   // writing: stray taps and specks away from the digit dropped first (clean.keep_writing, as on the server)
-  else if (spec.layout === "digit") frame = toMnistFrame(keepWriting(ink, w * h), spec.height, pyRound((spec.height * BOX) / 28));
+  else if (spec.layout === "digit") frame = toMnistFrame(keepWriting(ink, canvasArea), spec.height, pyRound((spec.height * BOX) / 28));
   else throw new Error(`unknown input layout ${spec.layout}; expected 'digit' or 'object'`);
   const n = frame.data.length, x = new Float32Array(n), preview = new Uint8Array(n);
   for (let i = 0; i < n; i++) {
