@@ -62,7 +62,7 @@ const watch = () => {
     for (let i = trace.length - 1; i >= 0 && key !== null; i--) {
       if (trace[i].shown !== undefined && window.__digitsViewKey(trace[i].view) === key) { seq = trace[i].shown; break; }
     }
-    const entry = { t, seq };
+    const entry = key === null ? { t, seq, blank: true } : { t, seq };  // blank: no Top 3 or no preview
     window.__digitsPainted.push(entry);
     requestAnimationFrame(() => { entry.frame = performance.now(); });  // the frame that paints it
   });
@@ -249,9 +249,12 @@ def main(argv=None) -> dict:
                           "preprocess_ms_p50": pct([e["pre_ms"] for e in readings], 50),
                           "server_requests": requests_while_drawing,
                           "moves_answered": len(latency),
+                          "move_event_to_handler_ms_p50": pct([e["handled"] - e["t"] for e in trace if "handled" in e], 50),
+                          "reading_ms_p50": pct([e["t"] - e["start"] for e in readings if "start" in e], 50),
+                          "answer_onto_page_ms_p50": pct([e["out_ms"] for e in readings if "out_ms" in e], 50),
                           "pen_to_painted_frame_ms_p50": pct(to_frame, 50),
                           "pen_to_painted_frame_ms_p90": pct(to_frame, 90),
-                          "page_changes_matching_no_reading": sum(p["seq"] is None for p in painted)},
+                          "page_changes_matching_no_reading": sum(p["seq"] is None and "blank" not in p for p in painted)},
         "answers": answers,
     }
     for row in result["rows"]:
@@ -262,8 +265,10 @@ def main(argv=None) -> dict:
     w = result["while_drawing"]
     print(f"while drawing: {w['pointer_moves']} pointer moves, {w['readings']} readings, model {w['model_ms_p50']:.2f} ms "
           f"and preprocessing {w['preprocess_ms_p50']:.2f} ms p50, {w['server_requests']} server requests")
+    print(f"a move's event -> its handler {w['move_event_to_handler_ms_p50']:.2f} ms, a reading (preprocessing, model, "
+          f"answer onto the page) {w['reading_ms_p50']:.2f} ms, of which onto the page {w['answer_onto_page_ms_p50']:.2f} ms, p50")
     print(f"pen move -> the frame painting the label: p50 {w['pen_to_painted_frame_ms_p50']:.2f} ms, p90 "
-          f"{w['pen_to_painted_frame_ms_p90']:.2f} ms; page changes showing no reading (half-updated, empty): "
+          f"{w['pen_to_painted_frame_ms_p90']:.2f} ms; page changes showing no reading (half-updated, stale): "
           f"{w['page_changes_matching_no_reading']}")
     print(f"read: {answers}; machine: {result['machine']['cpu']}, load average {load1:.1f}")
     if args.json:

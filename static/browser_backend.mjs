@@ -208,7 +208,7 @@ export function mount(element, props) {
     };
     show(result, last === null);
     // for scripts/bench_browser.py: what this reading puts on the page, to recognise it there
-    trace({ shown: seq, t: performance.now(), model_ms: t2 - t1, pre_ms: t1 - t0, out_ms: performance.now() - t2,
+    trace({ shown: seq, start: t0, t: performance.now(), model_ms: t2 - t1, pre_ms: t1 - t0, out_ms: performance.now() - t2,
             view: window.__digitsTrace && { label: result.label, preview: result.preview,
                                             top: result.confidences.map((c) => [c.label, Math.round(c.confidence * 100)]) } });
   }
@@ -265,15 +265,18 @@ export function mount(element, props) {
     last = at(ev);
     stroke([last]);
     drawn++;
-    trace({ move: drawn, t: ev.timeStamp });
+    trace({ move: drawn, t: ev.timeStamp, handled: performance.now() });
     update();
   });
-  canvas.addEventListener("pointermove", (ev) => {
+  // Pointer moves as they come where the browser offers it (pointerrawupdate: Chromium, in a secure context);
+  // "pointermove" is held back until the next animation frame, a wait of up to a frame on every move.
+  const MOVE = "onpointerrawupdate" in window ? "pointerrawupdate" : "pointermove";
+  canvas.addEventListener(MOVE, (ev) => {
     if (last === null) return;
     const events = ev.getCoalescedEvents ? ev.getCoalescedEvents() : [];
     stroke((events.length ? events : [ev]).map(at));
     drawn++;
-    trace({ move: drawn, t: ev.timeStamp });
+    trace({ move: drawn, t: ev.timeStamp, handled: performance.now() });
     update();
   });
   const lift = () => { last = null; settle(); };
