@@ -7,7 +7,8 @@
 The page gets a canvas of its own (a gr.HTML) whose JavaScript (static/browser_backend.mjs) preprocesses the
 drawing with a port of engine.preprocess (static/preprocess.mjs, checked against the Python by
 tests/test_browser_backend.py) and runs the model's ONNX export with ONNX Runtime Web after every pen move.
-Its answers go to the page's own outputs through a JavaScript-only listener: no request reaches the server
+Its answers go to the page's own outputs: written into them in place while the pen moves, and through a
+JavaScript-only listener when it is up (so Gradio's state matches the page): no request reaches the server
 per stroke. Everything is served by the app (gr.set_static_paths): the two modules, the vendored ONNX Runtime
 Web in static/ort/ and the .onnx files; nothing comes from another host.
 """
