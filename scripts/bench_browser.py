@@ -9,8 +9,9 @@ movement to updated label while drawing with the mouse; then gradio_client's pre
 Pen-to-label latency: for every pointer move, from the move's event time to the first moment the page's Top 3
 (label, classes, percentages) and preview all show a reading that includes that move, as read back from the
 page when they change (moves made while a reading runs are folded into the next one, and their wait counts; a
-half-updated page counts for nothing). Also reported: to the animation frame after that change, which paints it. Server round trip: gradio_client's /predict_sketch with "ONNX Runtime" on the drawing the
-browser made, one call at a time.
+half-updated page counts for nothing). Also reported: to the animation frame after that change, which paints
+it. Server round trip: gradio_client's /predict_sketch with "ONNX Runtime" on the drawing the browser made, one
+call at a time.
 """
 from __future__ import annotations
 
