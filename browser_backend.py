@@ -7,7 +7,8 @@
 The page gets a canvas of its own (a gr.HTML) whose JavaScript (static/browser_backend.mjs) preprocesses the
 drawing with a port of engine.preprocess (static/preprocess.mjs, checked against the Python by
 tests/test_browser_backend.py) and runs the model's ONNX export with ONNX Runtime Web after every pen move.
-Its answers go to the page's own outputs through a JavaScript-only listener: no request reaches the server
+Its answers go to the page's own outputs: written into them in place while the pen moves, and through a
+JavaScript-only listener when it is up (so Gradio's state matches the page): no request reaches the server
 per stroke. Everything is served by the app (gr.set_static_paths): the two modules, the vendored ONNX Runtime
 Web in static/ort/ and the .onnx files; nothing comes from another host.
 """
@@ -109,6 +110,8 @@ def wire_browser_pad(pad: gr.HTML, model: gr.Dropdown, backend: gr.Dropdown, out
     further output, such as where the digit was found, is cleared). JavaScript-only listeners: none of this
     talks to the server."""
     gr.on([model.change, backend.change], None, [model, backend], None, js=SELECT_JS)
+    # where the pad writes its answers itself while the pen moves (the config is built when the Blocks close)
+    pad.props["outputs"] = json.dumps([o.elem_id for o in outputs[:3]])
     pad.change(None, [pad, backend], [*outputs, backend],
                js=SHOW_JS.format(empty_hint=json.dumps(empty_hint), fallback=json.dumps(SERVER_FALLBACK),
                                  rest=len(outputs) - 3))

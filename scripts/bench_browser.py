@@ -6,10 +6,12 @@ movement to updated label while drawing with the mouse; then gradio_client's pre
     python scripts/bench_browser.py                    # http://127.0.0.1:7860/, /usr/bin/chromium
     python scripts/bench_browser.py --url http://127.0.0.1:7860/ --calls 300 --json benchmarks/mnist_cnn_browser.json
 
-Pen-to-label latency: for every pointer move, from the move's event time to the first change of the page's
-Top 3 or preview that includes it (moves made while a reading runs are folded into the next one, and their
-wait counts). Server round trip: gradio_client's /predict_sketch with "ONNX Runtime" on the drawing the
-browser made, one call at a time.
+Pen-to-label latency: for every pointer move, from the move's event time to the first moment the page's Top 3
+(label, classes, percentages) and preview all show a reading that includes that move, as read back from the
+page when they change (moves made while a reading runs are folded into the next one, and their wait counts; a
+half-updated page counts for nothing). Also reported: to the animation frame after that change, which paints
+it. Server round trip: gradio_client's /predict_sketch with "ONNX Runtime" on the drawing the browser made, one
+call at a time.
 """
 from __future__ import annotations
 
@@ -37,21 +39,50 @@ DIGITS = {"7": [[(0.30, 0.22), (0.70, 0.22), (0.45, 0.80)]],
 MOVE_PX = 6         # pen travel per pointer move, in page pixels (a steady hand at a 60 Hz pointer rate)
 MOVE_EVERY_MS = 16  # time between pointer moves
 
-# in every page: the trace the pad fills (moves, readings) and the times the outputs change
+# in every page: the trace the pad fills (moves, readings) and the times the outputs change. A change counts
+# as showing a reading only when the page's Top 3 (label, the three classes and their percentages) and preview
+# are all that reading's, read back from the page; a half-updated or stale page matches no reading.
 TRACE_JS = """
 window.__digitsTrace = [];
 window.__digitsPainted = [];
+window.__digitsViewKey = (v) => v && [v.label, ...v.top.map(([name, pct]) => `${name}:${pct}%`), v.preview].join('|');
+const shownKey = () => {
+  const label = document.querySelector('#label [data-testid="label-output-value"]');
+  const img = document.querySelector('#preview .image-frame img');
+  if (!label || !img) return null;
+  const top = [...document.querySelectorAll('#label .confidence-set')].map(
+    (b) => `${b.querySelector('dt').textContent}:${b.querySelector('dd').textContent}`);
+  return [label.textContent, ...top, img.getAttribute('src')].join('|');
+};
 const watch = () => {
   const targets = ['#label', '#preview'].map((s) => document.querySelector(s));
   if (targets.some((t) => !t)) return setTimeout(watch, 100);
   const seen = new MutationObserver(() => {
-    const shown = window.__digitsTrace.filter((e) => e.shown !== undefined).pop();
-    if (shown) window.__digitsPainted.push({ t: performance.now(), seq: shown.shown });
+    const t = performance.now(), key = shownKey(), trace = window.__digitsTrace;
+    let seq = null;  // the newest reading whose answer the page shows now
+    for (let i = trace.length - 1; i >= 0 && key !== null; i--) {
+      if (trace[i].shown !== undefined && window.__digitsViewKey(trace[i].view) === key) { seq = trace[i].shown; break; }
+    }
+    const entry = key === null ? { t, seq, blank: true } : { t, seq };  // blank: no Top 3 or no preview
+    window.__digitsPainted.push(entry);
+    requestAnimationFrame(() => { entry.frame = performance.now(); });  // the frame that paints it
   });
   targets.forEach((t) => seen.observe(t, { subtree: true, childList: true, characterData: true, attributes: true }));
 };
 document.addEventListener('DOMContentLoaded', watch);
 """
+
+# A reading whose answer equals the one already on the page changes nothing there: it shows from the moment it
+# is done. The trace's previews are dropped before it leaves the page.
+COLLECT_JS = """() => {
+  const trace = window.__digitsTrace, painted = window.__digitsPainted.slice(), key = window.__digitsViewKey;
+  const bySeq = new Map(trace.filter((e) => e.shown !== undefined).map((e) => [e.shown, key(e.view)]));
+  for (const r of trace.filter((e) => e.shown !== undefined)) {
+    const before = painted.filter((p) => p.t <= r.t).pop();
+    if (before && before.seq !== null && bySeq.get(before.seq) === key(r.view)) painted.push({ t: r.t, seq: r.shown, frame: r.t });
+  }
+  return [trace.map(({ view, ...e }) => e), painted];
+}"""
 
 # batch-1 model calls alone, in the page, on a real drawing's input; ONNX Runtime Web loaded as the pad does
 MODEL_CALLS_JS = """
@@ -92,11 +123,13 @@ def draw(page, strokes) -> None:
         page.mouse.up()
 
 
-def pen_to_label(trace: list[dict], painted: list[dict]) -> list[float]:
-    """For each pointer move: ms until the outputs first changed with a reading that includes it."""
+def pen_to_label(trace: list[dict], painted: list[dict], when: str = "t") -> list[float]:
+    """For each pointer move: ms until the page showed a reading that includes it (when="t": the page's Top 3
+    and preview changed to it; "frame": the next animation frame after that change, the one that paints it)."""
     out = []
+    shown = [p for p in painted if p["seq"] is not None and when in p]
     for move in (e for e in trace if "move" in e):
-        later = [p["t"] for p in painted if p["seq"] >= move["move"] and p["t"] >= move["t"]]
+        later = [p[when] for p in shown if p["seq"] >= move["move"] and p["t"] >= move["t"]]
         if later:
             out.append(min(later) - move["t"])
     return out
@@ -177,12 +210,14 @@ def main(argv=None) -> dict:
                 if (digit, _) != ("0", args.rounds - 1):
                     page.locator("#web_pad .web-clear").click()
                     page.wait_for_timeout(200)
-        trace, painted = page.evaluate("[window.__digitsTrace, window.__digitsPainted]")
+        page.wait_for_timeout(100)  # the last changes' animation frames
+        trace, painted = page.evaluate(COLLECT_JS)
         # the dropdowns' own server listeners may leave a busy browser late: they are not the strokes'
         dropdowns = page.evaluate("window.gradio_config.components.filter(c => ['backend', 'model']"
                                   ".includes(c.props?.elem_id)).map(c => c.id)")
         requests_while_drawing = sum(t not in dropdowns for _, t in joins[before:])
         latency = pen_to_label(trace, painted)
+        to_frame = pen_to_label(trace, painted, "frame")
         readings = [e for e in trace if "shown" in e]
         rgba = canvas_rgba(page)
         x = preprocess({"layers": [rgba]}, InputSpec())[0]
@@ -212,8 +247,17 @@ def main(argv=None) -> dict:
         "page_open_to_ready_s": page_ready_s,
         "while_drawing": {"pointer_moves": sum("move" in e for e in trace), "readings": len(readings),
                           "model_ms_p50": pct([e["model_ms"] for e in readings], 50),
+                          "model_ms_p90": pct([e["model_ms"] for e in readings], 90),
                           "preprocess_ms_p50": pct([e["pre_ms"] for e in readings], 50),
-                          "server_requests": requests_while_drawing},
+                          "preprocess_ms_p90": pct([e["pre_ms"] for e in readings], 90),
+                          "server_requests": requests_while_drawing,
+                          "moves_answered": len(latency),
+                          "move_event_to_handler_ms_p50": pct([e["handled"] - e["t"] for e in trace if "handled" in e], 50),
+                          "reading_ms_p50": pct([e["t"] - e["start"] for e in readings if "start" in e], 50),
+                          "answer_onto_page_ms_p50": pct([e["out_ms"] for e in readings if "out_ms" in e], 50),
+                          "pen_to_painted_frame_ms_p50": pct(to_frame, 50),
+                          "pen_to_painted_frame_ms_p90": pct(to_frame, 90),
+                          "page_changes_matching_no_reading": sum(p["seq"] is None and "blank" not in p for p in painted)},
         "answers": answers,
     }
     for row in result["rows"]:
@@ -223,7 +267,13 @@ def main(argv=None) -> dict:
           f"page open to ready: {page_ready_s:.1f} s")
     w = result["while_drawing"]
     print(f"while drawing: {w['pointer_moves']} pointer moves, {w['readings']} readings, model {w['model_ms_p50']:.2f} ms "
-          f"and preprocessing {w['preprocess_ms_p50']:.2f} ms p50, {w['server_requests']} server requests")
+          f"p50 ({w['model_ms_p90']:.2f} ms p90) and preprocessing {w['preprocess_ms_p50']:.2f} ms p50 "
+          f"({w['preprocess_ms_p90']:.2f} ms p90), {w['server_requests']} server requests")
+    print(f"a move's event -> its handler {w['move_event_to_handler_ms_p50']:.2f} ms, a reading (preprocessing, model, "
+          f"answer onto the page) {w['reading_ms_p50']:.2f} ms, of which onto the page {w['answer_onto_page_ms_p50']:.2f} ms, p50")
+    print(f"pen move -> the frame painting the label: p50 {w['pen_to_painted_frame_ms_p50']:.2f} ms, p90 "
+          f"{w['pen_to_painted_frame_ms_p90']:.2f} ms; page changes showing no reading (half-updated, stale): "
+          f"{w['page_changes_matching_no_reading']}")
     print(f"read: {answers}; machine: {result['machine']['cpu']}, load average {load1:.1f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -38,22 +38,29 @@ export function pyRound(v) {
 
 // Only the part of the canvas holding ink is copied: every later step crops to the ink anyway, and a big
 // canvas stays cheap while the pen moves. Returns null for an empty canvas.
+const ALPHA = Float32Array.from({ length: 256 }, (_, v) => v / 255);  // alpha -> ink, as stored by the copy below
+
 export function inkMap(alpha, w, h) {
   const stride = alpha.length === w * h * 4 ? 4 : 1, off = stride === 4 ? 3 : 0;
   let y0 = h, y1 = -1, x0 = w, x1 = -1;
   for (let y = 0; y < h; y++) {
-    for (let x = 0, i = y * w * stride + off; x < w; x++, i += stride) {
-      if (alpha[i] === 0) continue;
-      if (y < y0) y0 = y;
-      y1 = y;
-      if (x < x0) x0 = x;
-      if (x > x1) x1 = x;
-    }
+    const row = y * w * stride + off;
+    // the row's first ink from the left, then (only if there is one) its last from the right
+    let a = 0;
+    while (a < w && alpha[row + a * stride] === 0) a++;
+    if (a === w) continue;
+    let b = w - 1;
+    while (alpha[row + b * stride] === 0) b--;
+    if (y < y0) y0 = y;
+    y1 = y;
+    if (a < x0) x0 = a;
+    if (b > x1) x1 = b;
   }
   if (y1 < 0) return null;
   const ink = image(x1 - x0 + 1, y1 - y0 + 1);
   for (let y = y0; y <= y1; y++) {
-    for (let x = x0; x <= x1; x++) ink.data[(y - y0) * ink.w + x - x0] = alpha[(y * w + x) * stride + off] / 255;
+    const from = (y * w + x0) * stride + off, to = (y - y0) * ink.w;
+    for (let x = 0; x < ink.w; x++) ink.data[to + x] = ALPHA[alpha[from + x * stride]];
   }
   return ink;
 }
@@ -61,45 +68,55 @@ export function inkMap(alpha, w, h) {
 // ---------------------------------------------------------------------------------------------------
 // Clean-up (clean.keep_writing): stray taps and specks away from the writing are dropped
 
-// Connected components of ink > 0, 8-connected (cv2.connectedComponentsWithStats): a label per pixel (0:
-// none, i + 1: component i) and each component's area and bounding box.
+// Connected components of ink > 0, 8-connected (cv2.connectedComponentsWithStats), numbered in the order of
+// their first pixel in raster order (cv2's order), found over runs of ink in each row: two runs in adjacent
+// rows touch when they overlap or meet at a corner. Returns each run ([row, first, end) and its component's
+// index) and each component's area and bounding box. Runs, not pixels: a few hundred union-finds for a
+// drawing instead of a flood fill over its every pixel.
 function components(ink) {
   const { w, h, data } = ink;
-  const labels = new Int32Array(w * h), stack = new Int32Array(w * h), comps = [];
-  for (let start = 0; start < w * h; start++) {
-    if (!(data[start] > 0) || labels[start] !== 0) continue;
-    const id = comps.length + 1;
-    let top = 0, area = 0, x0 = w, y0 = h, x1 = -1, y1 = -1;
-    stack[top++] = start;
-    labels[start] = id;
-    while (top > 0) {
-      const p = stack[--top], py = (p / w) | 0, px = p - py * w;
-      area++;
-      if (px < x0) x0 = px;
-      if (px > x1) x1 = px;
-      if (py < y0) y0 = py;
-      if (py > y1) y1 = py;
-      for (let dy = -1; dy <= 1; dy++) {
-        const qy = py + dy;
-        if (qy < 0 || qy >= h) continue;
-        for (let dx = -1; dx <= 1; dx++) {
-          const qx = px + dx, q = qy * w + qx;
-          if (qx < 0 || qx >= w || labels[q] !== 0 || !(data[q] > 0)) continue;
-          labels[q] = id;
-          stack[top++] = q;
-        }
+  const ry = [], rx0 = [], rx1 = [], parent = [];
+  const find = (r) => { while (parent[r] !== r) r = parent[r] = parent[parent[r]]; return r; };
+  let prev = 0, prevEnd = 0;  // the previous row's runs: [prev, prevEnd)
+  for (let y = 0; y < h; y++) {
+    const row = y * w, first = ry.length;
+    let j = prev;
+    for (let x = 0; x < w; x++) {
+      if (!(data[row + x] > 0)) continue;
+      const x0 = x;
+      while (x < w && data[row + x] > 0) x++;
+      const r = ry.length;
+      ry.push(y); rx0.push(x0); rx1.push(x); parent.push(r);
+      // the previous row's runs that reach [x0 - 1, x] (8-connected), in order
+      while (j < prevEnd && rx1[j] < x0) j++;
+      for (let k = j; k < prevEnd && rx0[k] <= x; k++) {
+        const a = find(k), b = find(r);
+        if (a !== b) parent[Math.max(a, b)] = Math.min(a, b);
       }
     }
-    comps.push({ area, x: x0, y: y0, w: x1 - x0 + 1, h: y1 - y0 + 1 });
+    prev = first; prevEnd = ry.length;
   }
-  return { labels, comps };
+  const index = new Map(), comps = [], comp = new Int32Array(ry.length);
+  for (let r = 0; r < ry.length; r++) {
+    const root = find(r);
+    let i = index.get(root);
+    if (i === undefined) { i = comps.length; index.set(root, i); comps.push({ area: 0, x0: w, y0: h, x1: -1, y1: -1 }); }
+    comp[r] = i;
+    const b = comps[i];
+    b.area += rx1[r] - rx0[r];
+    if (rx0[r] < b.x0) b.x0 = rx0[r];
+    if (rx1[r] - 1 > b.x1) b.x1 = rx1[r] - 1;
+    if (ry[r] < b.y0) b.y0 = ry[r];
+    b.y1 = ry[r];
+  }
+  return { runs: { ry, rx0, rx1, comp }, comps: comps.map((b) => ({ area: b.area, x: b.x0, y: b.y0, w: b.x1 - b.x0 + 1, h: b.y1 - b.y0 + 1 })) };
 }
 
 // keep_writing: the largest component is the writing's core; others join it when near it for their size
 // (a 5's top bar, a 4 or 7 in two strokes), which may bring more in reach; the rest is dropped.
 // canvasArea: the whole canvas's pixels (ink may be the inked part of it only).
 export function keepWriting(ink, canvasArea = ink.w * ink.h) {
-  const { labels, comps } = components(ink);
+  const { runs, comps } = components(ink);
   if (comps.length <= 1) return ink;
   const floor = Math.max(4, SPECK * canvasArea);
   // The core: the most ink among the components over the floor, but a level sliver counts for little.
@@ -124,7 +141,11 @@ export function keepWriting(ink, canvasArea = ink.w * ink.h) {
     });
   }
   const out = image(ink.w, ink.h);
-  for (let i = 0; i < out.data.length; i++) out.data[i] = labels[i] && kept[labels[i] - 1] ? ink.data[i] : 0;
+  for (let r = 0; r < runs.comp.length; r++) {
+    if (!kept[runs.comp[r]]) continue;
+    const row = runs.ry[r] * ink.w;
+    out.data.set(ink.data.subarray(row + runs.rx0[r], row + runs.rx1[r]), row + runs.rx0[r]);
+  }
   return out;
 }
 
@@ -218,14 +239,18 @@ function crop(a, y0, y1, x0, x1) {
 }
 
 // torch.nn.functional.adaptive_max_pool2d: window i covers [floor(i*in/out), ceil((i+1)*in/out)).
-function adaptiveMaxPool(a, w, h) {
-  const out = image(w, h);
+// Of a's rows [y0, y1) and columns [x0, x1) (a crop, without copying it).
+function adaptiveMaxPool(a, w, h, [y0, y1, x0, x1] = [0, a.h, 0, a.w]) {
+  const out = image(w, h), ch = y1 - y0, cw = x1 - x0;
   for (let oy = 0; oy < h; oy++) {
-    const ys = Math.floor((oy * a.h) / h), ye = Math.floor(((oy + 1) * a.h + h - 1) / h);
+    const ys = Math.floor((oy * ch) / h), ye = Math.floor(((oy + 1) * ch + h - 1) / h);
     for (let ox = 0; ox < w; ox++) {
-      const xs = Math.floor((ox * a.w) / w), xe = Math.floor(((ox + 1) * a.w + w - 1) / w);
+      const xs = Math.floor((ox * cw) / w), xe = Math.floor(((ox + 1) * cw + w - 1) / w);
       let m = -Infinity;
-      for (let y = ys; y < ye; y++) for (let x = xs; x < xe; x++) m = Math.max(m, a.data[y * a.w + x]);
+      for (let y = ys; y < ye; y++) {
+        const row = (y + y0) * a.w + x0;
+        for (let x = xs; x < xe; x++) { const v = a.data[row + x]; if (v > m) m = v; }
+      }
       out.data[oy * w + ox] = m;
     }
   }
@@ -237,11 +262,11 @@ function adaptiveMaxPool(a, w, h) {
 export function fit(ink, longest, keepThin = false) {
   const bb = bbox(ink);
   if (bb === null) throw new EmptyInputError("draw something first: no ink was found in the image");
-  const c = crop(ink, ...bb);
-  const s = longest / Math.max(c.h, c.w);
-  const w = Math.max(1, pyRound(c.w * s)), h = Math.max(1, pyRound(c.h * s));
-  if (keepThin && s < 1) return adaptiveMaxPool(c, w, h);
-  return resize(c, w, h);
+  const [y0, y1, x0, x1] = bb, ch = y1 - y0, cw = x1 - x0;
+  const s = longest / Math.max(ch, cw);
+  const w = Math.max(1, pyRound(cw * s)), h = Math.max(1, pyRound(ch * s));
+  if (keepThin && s < 1) return adaptiveMaxPool(ink, w, h, bb);
+  return resize(crop(ink, ...bb), w, h);
 }
 
 // stroke_width: 2 * area / boundary of the binarised ink (boundary: ink pixels with a paper 8-neighbour,
@@ -331,15 +356,16 @@ export function toObjectFrame(ink, size = 28) {
 }
 
 // preprocess: the drawing -> normalised model input and the uint8 preview of what the model sees.
-// spec: {height, mean, std, layout} as in the checkpoint's InputSpec.
-export function preprocess(alpha, w, h, spec) {
+// spec: {height, mean, std, layout} as in the checkpoint's InputSpec. alpha may be a part of the drawing that
+// holds all of its ink (the answer depends only on the ink); canvasArea is then the whole drawing's w * h.
+export function preprocess(alpha, w, h, spec, canvasArea = w * h) {
   const ink = inkMap(alpha, w, h);
   if (ink === null) throw new EmptyInputError("draw something first: the canvas is empty");
   let frame;
   // garments are not writing: no stroke clean-up for them (the server's preprocess does the same)
   if (spec.layout === "object") frame = toObjectFrame(ink, spec.height);
   // writing: stray taps and specks away from the digit dropped first (clean.keep_writing, as on the server)
-  else if (spec.layout === "digit") frame = toMnistFrame(keepWriting(ink, w * h), spec.height, pyRound((spec.height * BOX) / 28));
+  else if (spec.layout === "digit") frame = toMnistFrame(keepWriting(ink, canvasArea), spec.height, pyRound((spec.height * BOX) / 28));
   else throw new Error(`unknown input layout ${spec.layout}; expected 'digit' or 'object'`);
   const n = frame.data.length, x = new Float32Array(n), preview = new Uint8Array(n);
   for (let i = 0; i < n; i++) {

@@ -111,6 +111,12 @@ def test_draw_digits_in_the_browser(browser):
             page.mouse.move(*at(x, y), steps=6)
         assert predicted(page, "7") == "7"
         page.mouse.up()
+        # the pen up, the page settles on the complete drawing's reading (Top 3 and preview), and keeps it once
+        # Gradio has caught up with the answers the pad wrote in place while the pen moved
+        final = server_top3(pad_alpha(page))
+        page.wait_for_function(SHOWS_TOP3_JS, arg=final)
+        page.wait_for_timeout(500)
+        assert page.evaluate(SHOWS_TOP3_JS, final), (final, page.locator("#label").inner_text())
         timing = page.locator("#timing textarea").input_value()
         assert timing.startswith(BROWSER_BACKEND + ": ") and "ms in this page" in timing
         server_view = preprocess({"layers": [pad_alpha(page)]}, InputSpec())[1]
@@ -125,6 +131,29 @@ def test_draw_digits_in_the_browser(browser):
         assert hosts == {urlparse(url).netloc}, hosts
     finally:
         context.close()
+
+
+# the page's Top 3 is these classes, in this order, with these percentages (give or take one: the browser's
+# float arithmetic may round the other way)
+SHOWS_TOP3_JS = """(want) => {
+  const sets = [...document.querySelectorAll('#label .confidence-set')];
+  const top = document.querySelector('#label [data-testid="label-output-value"]')?.textContent;
+  return top === want[0][0] && sets.length === want.length && sets.every((b, i) =>
+    b.querySelector('dt').textContent === want[i][0]
+    && Math.abs(parseInt(b.querySelector('dd').textContent) - want[i][1]) <= 1);
+}"""
+
+
+def server_top3(rgba: np.ndarray) -> list[list]:
+    """[[class, percent], ...] the server's preprocessing and ONNX Runtime give for this drawing."""
+    from engine.models import InputSpec
+    from engine.preprocess import preprocess
+    from export.runtime import load_runtime
+
+    runtime = load_runtime(CHECKPOINTS / "mnist_cnn.pt", "ONNX Runtime")
+    p = runtime.predict_proba(preprocess({"layers": [rgba]}, InputSpec())[0])[0]
+    names = runtime.spec.class_names
+    return [[names[i], round(float(p[i]) * 100)] for i in np.argsort(-p)[:3]]
 
 
 def on_pad(page):
