@@ -13,13 +13,16 @@
    it is the region outside the paper (a dark table: the local light estimate turns a strip of it into
    "ink") or the paper's edge, and is dropped. The largest remaining component is the writing's core and
    others join it when they are near it for their size (a 5's top bar, a 4 or 7 in two strokes, a broken
-   stroke), so a stray tap or a speck away from the digit is dropped.
+   stroke), so a stray tap or a speck away from the digit is dropped. Reading a number (line=True), the
+   next digits on the writing's line join too: as tall as half the core at least, level with the writing,
+   within 1.5 core heights of it (a stray tap is far smaller; engine.preprocess.segment splits the digits).
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from engine.preprocess.frame import INK_THRESHOLD
 
 ANALYSIS = 256           # the page is found on a copy this many pixels on its longest side
 SOLID = 0.12             # a table is dark and wider than this fraction of the shorter side (no stroke is)
@@ -36,6 +39,9 @@ JOIN = 0.06              # a component joins the writing within JOIN + JOIN_SIZE
 JOIN_SIZE = 0.4          # core's ink) times the core's size; a tiny speck must almost touch it
 LEVEL_SLIVER = 6         # a component this many times wider than tall is no digit's core
 SPECK = 0.0002           # components smaller than this fraction of the image (and of 4 px) are noise
+LINE_TALL = 0.5          # reading a number: the next digit is at least this x the core's height, and
+LINE_LEVEL = 0.5         # ... this share of its height is level with the writing, and
+LINE_GAP = 1.5           # ... it is within this many core heights of the writing, left or right
 
 
 def _binary(ink: np.ndarray) -> np.ndarray:
@@ -154,11 +160,15 @@ def _at_edge(labels: np.ndarray, n: int) -> np.ndarray:
     return broad | across
 
 
-def keep_writing(ink: np.ndarray, photo: bool = False) -> np.ndarray:
+def keep_writing(ink: np.ndarray, photo: bool = False, line: bool = False) -> np.ndarray:
     """The ink of the writing: the largest component and the components near it for their size. photo:
     components at the image's edge (the table, the paper's edge) are not writing, unless nothing else is
-    (a tightly cropped digit)."""
-    mask = _binary(ink)
+    (a tightly cropped digit). line: also the next digits of a number on the writing's line (see the
+    module's docstring); without it, a single digit's writing exactly (the browser's keepWriting). In line
+    mode the components are those of the firm ink (over INK_THRESHOLD, as the digits are segmented): a faint
+    haze that hangs on to one digit (uneven light) must not tie it to the image's edge; each kept component
+    keeps its faint rim (one pixel around it)."""
+    mask = (ink > INK_THRESHOLD).astype(np.uint8) if line else _binary(ink)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n <= 1:
         return ink
@@ -188,23 +198,32 @@ def keep_writing(ink: np.ndarray, photo: bool = False) -> np.ndarray:
                 continue
             bx, by, bw, bh = boxes[i]
             gap = max(x0 - (bx + bw), bx - x1, y0 - (by + bh), by - y1, 0)
-            if gap <= size * (JOIN + JOIN_SIZE * np.sqrt(areas[i] / areas[core])):
+            beside = line and (bh >= LINE_TALL * boxes[core, 3] and min(y1, by + bh) - max(y0, by) >= LINE_LEVEL * bh
+                               and max(x0 - (bx + bw), bx - x1) <= LINE_GAP * boxes[core, 3])
+            if beside or gap <= size * (JOIN + JOIN_SIZE * np.sqrt(areas[i] / areas[core])):
                 kept.add(i)
                 x0, y0, x1, y1 = min(x0, bx), min(y0, by), max(x1, bx + bw), max(y1, by + bh)
                 grew = True
     lut = np.zeros(n, np.float32)
     lut[[i + 1 for i in kept]] = 1
+    if line:
+        return ink * cv2.dilate(lut[labels], np.ones((3, 3), np.uint8))
     return ink * lut[labels]
 
 
-def clean(ink: np.ndarray, gray: np.ndarray | None) -> np.ndarray:
+def off_page(ink: np.ndarray, gray: np.ndarray | None) -> np.ndarray:
+    """Steps 1 and 2: the ink without the region outside the page and the ruled lines (photos and scans
+    only: gray is their luma; None for a sketch or a transparent drawing, whose ink is returned as it is)."""
+    if gray is None:
+        return ink
+    outside = outside_paper(gray)
+    if outside is not None:
+        ink = ink * ~outside
+    return remove_lines(ink)
+
+
+def clean(ink: np.ndarray, gray: np.ndarray | None, line: bool = False) -> np.ndarray:
     """Ink map -> the ink of the writing alone (see the module's docstring). gray: the luma of an opaque
     image (a photo, a scan: the page, lines and the image's edge are looked at); None for a sketch or a
-    transparent drawing."""
-    photo = gray is not None
-    if photo:
-        outside = outside_paper(gray)
-        if outside is not None:
-            ink = ink * ~outside
-        ink = remove_lines(ink)
-    return keep_writing(ink, photo)
+    transparent drawing. line: keep the next digits of a number too (keep_writing)."""
+    return keep_writing(off_page(ink, gray), gray is not None, line)
