@@ -14,6 +14,9 @@ graphite grain, blur, JPEG), "ruled" (ballpoint in blue, black, red or green on 
 line, lines of any spacing and colour, slightly tilted), "photo" (a phone photo, 1600x1200 or 1200x1600: the
 page does not fill the frame, a table shows along one or two edges, a shadow falls over the page, the digit is
 small).
+
+Whole numbers: render_number(digits_u8, kind, rng) writes several real digits side by side, "apart" or
+"touching" (sketchpad values) or "photo" (dark ink on photographed paper), for scripts/eval_numbers.py.
 """
 from __future__ import annotations
 
