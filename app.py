@@ -12,10 +12,14 @@ From Python, with the app running:
 
     from gradio_client import Client, handle_file
     client = Client("http://127.0.0.1:7860/")
-    label, preview, timing, found = client.predict(handle_file("examples/mnist_7.png"), "ONNX Runtime", "mnist",
-                                                   api_name="/predict_upload")
+    label, preview, timing, found, digits = client.predict(handle_file("examples/mnist_7.png"), "ONNX Runtime",
+                                                           "mnist", api_name="/predict_upload")
     print(label["label"], timing)                   # the top class, and "ONNX Runtime: ... ms (preprocessing ... ms)"
-    # preview: the 28x28 the model saw; found: the input's thumbnail with a box where the digit was found
+    # preview: the 28x28 the model saw; found: the input's thumbnail with a box where the digit was found;
+    # digits: [{"image": ..., "caption": "1: 7 (99.8%)"}], each digit's crop with its own reading.
+    # Several digits in one image: label["label"] is the number ("2026"), its confidences the three likeliest
+    # whole readings, preview the digits' 28x28s side by side, found a box per digit, digits one crop each;
+    # the timing text starts with "Note: ..." where a limit was met (more than 12 digits, a blob not split)
 """
 from __future__ import annotations
 
@@ -36,8 +40,9 @@ from PIL import Image, ImageDraw, ImageOps
 from browser_backend import BROWSER_BACKEND, SERVER_FALLBACK, browser_pad, wire_browser_pad
 from engine.checkpoint import CheckpointError
 from engine.models import InputSpec
-from engine.preprocess import EmptyInputError, Ink, PreprocessError, check_size, ink_box, open_image, preprocess_ink
+from engine.preprocess import EmptyInputError, PreprocessError, check_size, open_image
 from engine.preprocess.ink import is_sketch
+from engine.reading import Reading, read
 from export.benchmark import format_table, plot_results, run_benchmark
 from export.runtime import (MissingExportError, RefusedExportError, Runtime, StaleExportError,
                             available_backends, check_exports, load_runtime)
@@ -51,10 +56,12 @@ CANVAS = (560, 560)      # sketchpad pixels: room to draw on a laptop; the page 
 SKETCH_HEIGHT = "min(660px, 95vw)"  # the canvas at about full size on a laptop, no wasted space on a phone
 BRUSH_RADIUS = 16        # px on that canvas, i.e. a stroke about 1/17 of the canvas, like MNIST's ink
 PREVIEW_SCALE = 8        # the 28x28 model input is shown at 224x224, nearest-neighbour so pixels stay pixels
+DIGIT_SCALE = 4          # each digit's 28x28 in the digit-by-digit gallery, at 112x112
 THUMBNAIL = 320          # "where the digit was found": the input shown with its longest side at most this
-BOX_COLOUR = (255, 0, 0)  # ... with a box this colour drawn around the ink that was framed for the model
+BOX_COLOUR = (255, 0, 0)  # ... with a box this colour drawn around the ink framed for the model (one per digit)
 BOX_WIDTH = 3            # ... this many thumbnail pixels wide, just outside the ink
 EXAMPLES_DIR = ROOT / "examples"
+OUTPUTS = ("label", "preview", "timing", "found", "digits")  # what the page and both API endpoints return
 EMPTY_HINT = "draw a digit (or upload an image) to see the prediction"
 
 
@@ -180,15 +187,32 @@ def _served(model: str) -> ServedModel:
 def _predict(image, backend: str, model: str):
     served = _served(model)
     runtime = served.runtime(backend)
+    model_s = 0.0
+
+    def predict_proba(x: np.ndarray) -> np.ndarray:  # the model's calls, timed apart from preprocessing
+        nonlocal model_s
+        t = time.perf_counter()
+        probs = runtime.predict_proba(x)
+        model_s += time.perf_counter() - t
+        return probs
+
     t0 = time.perf_counter()
-    x, seen, ink = preprocess_ink(image, runtime.spec)  # x: (1, 1, 28, 28) normalised; seen: uint8 (28, 28)
-    t1 = time.perf_counter()
-    probs = runtime.predict_proba(x)[0]        # (C,)
-    t2 = time.perf_counter()
-    confidences = {name: float(p) for name, p in zip(served.spec.class_names, probs)}
-    preview = np.kron(seen, np.ones((PREVIEW_SCALE, PREVIEW_SCALE), np.uint8))
-    timing = f"{backend}: {(t2 - t1) * 1e3:.2f} ms (preprocessing {(t1 - t0) * 1e3:.1f} ms)"
-    return confidences, preview, timing, where_found(image, ink)
+    r = read(image, runtime.spec, predict_proba)  # one digit (exactly as preprocess()), a number, or an object
+    total = time.perf_counter() - t0
+    preview = np.kron(np.concatenate(r.frames, axis=1), np.ones((PREVIEW_SCALE, PREVIEW_SCALE), np.uint8))
+    timing = f"{backend}: {model_s * 1e3:.2f} ms (preprocessing {(total - model_s) * 1e3:.1f} ms)"
+    if len(r.frames) > 1:
+        timing = f"{len(r.frames)} digits read. {timing}"
+    timing = " ".join([*(f"Note: {n}." for n in r.notes), timing])
+    return r.confidences, preview, timing, where_found(image, r), digit_by_digit(r, served.spec.class_names)
+
+
+def digit_by_digit(r: Reading, class_names: list[str]) -> list[tuple[np.ndarray, str]]:
+    """The gallery: each digit's 28x28 as the model saw it (enlarged), captioned with its place, its reading
+    and the model's confidence in it, "2: 0 (99.7%)"."""
+    scale = np.ones((DIGIT_SCALE, DIGIT_SCALE), np.uint8)
+    return [(np.kron(f, scale), f"{i + 1}: {class_names[int(p.argmax())]} ({p.max():.1%})")
+            for i, (f, p) in enumerate(zip(r.frames, r.probs))]
 
 
 def _open_upright(source) -> tuple[Image.Image, tuple[int, int]]:
@@ -240,24 +264,25 @@ def _thumbnail(image) -> tuple[Image.Image, tuple[int, int]]:
     return canvas.convert("RGB"), size
 
 
-def where_found(image, ink: Ink) -> np.ndarray:
-    """RGB uint8 thumbnail of the input with a box around the ink that was framed for the model: what lies
-    outside it (a stray mark, a ruled line, the table) was left out, and a box in the wrong place shows why a
-    reading went wrong."""
+def where_found(image, r: Reading) -> np.ndarray:
+    """RGB uint8 thumbnail of the input with a box around the ink that was framed for the model, one per
+    digit of a number: what lies outside them (a stray mark, a ruled line, the table) was left out, and a box
+    in the wrong place shows why a reading went wrong."""
     thumb, (width, height) = _thumbnail(image)
-    box = ink_box(ink.ink)
-    if box is not None:  # ink-map pixels -> original pixels (scale) -> thumbnail pixels
-        fx, fy = ink.scale * thumb.width / width, ink.scale * thumb.height / height
+    fx, fy = r.ink.scale * thumb.width / width, r.ink.scale * thumb.height / height  # ink map -> thumbnail
+    w = BOX_WIDTH
+    draw = ImageDraw.Draw(thumb)
+    for box in (b for b in r.boxes if b is not None):
         x0, y0, x1, y1 = int(box[0] * fx), int(box[1] * fy), int(np.ceil(box[2] * fx)), int(np.ceil(box[3] * fy))
-        w = BOX_WIDTH
-        ImageDraw.Draw(thumb).rectangle(
-            [max(x0 - w, 0), max(y0 - w, 0), min(x1 + w - 1, thumb.width - 1), min(y1 + w - 1, thumb.height - 1)],
-            outline=BOX_COLOUR, width=w)
+        draw.rectangle([max(x0 - w, 0), max(y0 - w, 0), min(x1 + w - 1, thumb.width - 1),
+                        min(y1 + w - 1, thumb.height - 1)], outline=BOX_COLOUR, width=w)
     return np.asarray(thumb)
 
 
 def predict(image, backend: str = DEFAULT_BACKEND, model: str = DEFAULT_MODEL):
-    """Any image (sketchpad value, path, PIL, numpy) -> ({class: prob}, preview, timing text, where_found)."""
+    """Any image (sketchpad value, path, PIL, numpy) -> ({class: prob} for one digit or object, {number: prob}
+    for the three likeliest readings of several digits; preview; timing text with any notes; where_found;
+    digit_by_digit)."""
     try:
         return _predict(image, backend, model)
     except PreprocessError as e:  # says what to do: "draw something first", "scale it down", ...
@@ -279,7 +304,7 @@ def predict_live(image, backend: str, model: str):
     try:
         return _predict(image, backend, model)
     except EmptyInputError:
-        return None, None, EMPTY_HINT, None
+        return None, None, EMPTY_HINT, None, None
     except PreprocessError as e:
         raise gr.Error(str(e)) from None
 
@@ -372,6 +397,12 @@ side is 20 px keeping the aspect ratio, stroke weight brought near MNIST's, cent
 made instead: longest side to the full 28 px, centred by its bounding box, no stroke change (the model's
 input spec says which). The preview shows exactly what the model saw; beside it, the input with a red box
 where the digit was found (what lies outside it, a stray mark or a ruled line, was left out).
+
+**Whole numbers**: several digits side by side are split apart (connected ink; a digit's parts merged back,
+touching digits cut where the ink is thin and the model reads the pieces best), each is framed and read like
+a single digit, and the answer is the number, left to right, with its three likeliest readings; below, each
+digit as the model saw it with its own confidence, and a box per digit on the input. At most 12 digits are
+read; the text says when a limit was met. The clothing model gives one answer per image.
 The time shown is the model call alone on the chosen backend, with preprocessing timed separately.
 """
 
@@ -393,7 +424,7 @@ def _if_visible(tab: str):
     request is checked against the tab shown when it runs, not when it left."""
     def listener(source: str, image, backend: str, model: str):
         if source != tab or backend == BROWSER_BACKEND and tab == "sketch":  # the page reads its own canvas
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return (gr.skip(),) * len(OUTPUTS)
         if backend == BROWSER_BACKEND:  # uploads are read on the server, by the same .onnx file
             return predict_live(image, SERVER_FALLBACK, model)
         return predict_live(image, _usable_backend(model, backend), model)
@@ -462,11 +493,13 @@ def build_demo(delete_cache: tuple[float, float] | None = None) -> gr.Blocks:
                 with gr.Column(scale=2):
                     label = gr.Label(num_top_classes=3, label="Top 3", elem_id="label")
                     with gr.Row():
-                        preview = gr.Image(label="What the model saw (28x28)", type="numpy", format="png",
-                                           interactive=False, height=240, elem_id="preview")
-                        found = gr.Image(label="Where the digit was found", type="numpy", format="png",
+                        preview = gr.Image(label="What the model saw (28x28 per digit)", type="numpy",
+                                           format="png", interactive=False, height=240, elem_id="preview")
+                        found = gr.Image(label="Where the digits were found", type="numpy", format="png",
                                          interactive=False, height=240, elem_id="found")
-                    timing = gr.Textbox(label="Inference time", interactive=False, elem_id="timing")
+                    timing = gr.Textbox(label="Inference time (and notes)", interactive=False, elem_id="timing")
+                    digits = gr.Gallery(label="Digit by digit, as the model saw each", columns=6, height="auto",
+                                        object_fit="contain", format="png", elem_id="digits")
             gr.Markdown(HOW_IT_WORKS)
         with gr.Tab("Benchmark"):
             gr.Markdown("Times every backend on this machine on the same real test images, for the model "
@@ -476,7 +509,8 @@ def build_demo(delete_cache: tuple[float, float] | None = None) -> gr.Blocks:
             bench_table = gr.Markdown()
             bench_plot = gr.Image(label="Throughput and latency", type="filepath", interactive=False)
 
-        outputs = [label, preview, timing, found]
+        outputs = [label, preview, timing, found, digits]
+        assert len(outputs) == len(OUTPUTS)
         # Live: every stroke, upload, example, backend or model choice and tab switch predicts the input on
         # the visible tab; one listener per input (see _if_visible: the hidden sketchpad fires a late
         # "change"). Only the user's own changes trigger them (.input, not .change): an example sets the

@@ -14,6 +14,9 @@ graphite grain, blur, JPEG), "ruled" (ballpoint in blue, black, red or green on 
 line, lines of any spacing and colour, slightly tilted), "photo" (a phone photo, 1600x1200 or 1200x1600: the
 page does not fill the frame, a table shows along one or two edges, a shadow falls over the page, the digit is
 small).
+
+Whole numbers: render_number(digits_u8, kind, rng) writes several real digits side by side, "apart" or
+"touching" (sketchpad values) or "photo" (dark ink on photographed paper), for scripts/eval_numbers.py.
 """
 from __future__ import annotations
 
@@ -309,3 +312,70 @@ def render(digit_u8: np.ndarray, kind: str, rng: np.random.Generator):
         ink = _place(_upscale(digit_u8, size), (H, W), rng)
         return Image.fromarray((ink * 255).astype(np.uint8)).convert("RGB")
     raise ValueError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Whole numbers: several real test digits on one line
+
+NUMBER_KINDS = ("apart", "touching", "photo")
+
+
+def _glyph(digit_u8: np.ndarray, height: int, threshold: float) -> np.ndarray:
+    """The digit's own strokes at `height` px per 28 px cell, cropped to its ink, as a pen-like alpha (solid
+    inside, anti-aliased edge; the threshold moves the edge, i.e. the stroke weight)."""
+    a = _upscale(digit_u8, height)
+    a = np.clip((a - threshold) / 0.25 + 0.5, 0, 1)
+    ys, xs = np.nonzero(a > 0)
+    return a[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+
+
+def _line_of_digits(digits_u8: list[np.ndarray], cell: int, gap: tuple[float, float], rng: np.random.Generator,
+                    threshold: float) -> np.ndarray:
+    """The digits side by side on one baseline, each a little bigger or smaller and higher or lower, the gap
+    between neighbours' ink a random fraction of the cell (negative: they overlap)."""
+    glyphs, tops = [], []
+    for d in digits_u8:
+        size = max(8, round(cell * rng.uniform(0.9, 1.1)))
+        glyphs.append(_glyph(d, size, threshold))
+        tops.append(round((cell - size) / 2 + rng.uniform(-0.05, 0.05) * cell))
+    xs = [0]
+    for g in glyphs[:-1]:
+        xs.append(xs[-1] + g.shape[1] + round(rng.uniform(*gap) * cell))
+    top0 = min(tops)
+    H = max(t - top0 + g.shape[0] for t, g in zip(tops, glyphs))
+    out = np.zeros((H, xs[-1] + glyphs[-1].shape[1]), np.float32)
+    for x, t, g in zip(xs, tops, glyphs):
+        view = out[t - top0:t - top0 + g.shape[0], x:x + g.shape[1]]
+        np.maximum(view, g, out=view)
+    return out
+
+
+def _fit_line(line: np.ndarray, H: int, W: int, rng: np.random.Generator) -> np.ndarray:
+    """Scale a line of digits to 50-90 % of the canvas width (at most 60 % of its height), place it anywhere."""
+    s = min(rng.uniform(0.5, 0.9) * W / line.shape[1], 0.6 * H / line.shape[0])
+    size = (max(1, round(line.shape[1] * s)), max(1, round(line.shape[0] * s)))
+    img = Image.fromarray(line, mode="F").resize(size, Image.Resampling.BILINEAR)
+    return _place(np.clip(np.asarray(img, np.float32), 0, 1), (H, W), rng)
+
+
+def render_number(digits_u8: list[np.ndarray], kind: str, rng: np.random.Generator):
+    """Several real 28x28 digits written as one number: "apart" and "touching" are sketchpad values (the
+    neighbours' ink 10-50 % of a digit cell apart, or touching and overlapping by up to 8 % of it); "photo" is
+    a JPEG of dark ink on paper under uneven light."""
+    if kind not in NUMBER_KINDS:
+        raise ValueError(f"unknown kind {kind!r}; known: {', '.join(NUMBER_KINDS)}")
+    gap = (-0.08, 0.0) if kind == "touching" else (0.1, 0.5)
+    line = _line_of_digits(digits_u8, 96, gap, rng, threshold=float(rng.uniform(0.25, 0.55)))
+    if kind in ("apart", "touching"):
+        H, W = int(rng.integers(400, 801)), int(rng.integers(400, 801))
+        return _sketch_value(_fit_line(line, H, W, rng))
+    H, W = int(rng.integers(480, 1201)), int(rng.integers(640, 1601))
+    ink = _fit_line(line, H, W, rng)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * xx / W + np.sin(angle) * yy / H)
+    light = rng.uniform(0.7, 0.95) - rng.uniform(0.05, 0.25) * (ramp - ramp.min()) / max(np.ptp(ramp), 1e-6)
+    pen = rng.uniform(0.05, 0.3)
+    gray = light - ink * (light - pen) + rng.normal(0, 0.015, (H, W))
+    tint = rng.uniform(0.9, 1.05, 3)  # warm or cool paper, blue or black pen
+    return _jpeg(gray[..., None] * tint, int(rng.integers(60, 91)))

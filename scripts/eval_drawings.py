@@ -4,7 +4,7 @@ sketches, dark-on-light JPEG photos and light-on-dark images, sent through the l
     python app.py &                                            # the app under test
     python scripts/eval_drawings.py --n 1000                   # 1000 digits per kind, ONNX Runtime
     python scripts/eval_drawings.py --n 200 --backend PyTorch --url http://127.0.0.1:7860/ --json out.json
-    python scripts/eval_drawings.py --n 300 --in-process       # no app: preprocess + ONNX Runtime here, quick
+    python scripts/eval_drawings.py --n 300 --in-process       # no app: engine.reading + ONNX Runtime here, quick
 
 Digits are drawn at random (seeded) from the MNIST test split; each kind uses its own random placement, size
 and brush (engine.render). Sketches go to /predict_sketch as the sketchpad sends them (background, layers,
@@ -31,9 +31,13 @@ from engine.render import KINDS, render  # noqa: E402
 
 def write_request(digit_u8: np.ndarray, kind: str, rng: np.random.Generator, folder: Path, stem: str):
     """Render one digit and write it as the files the API takes; -> (api_name, first argument)."""
+    return write_value(render(digit_u8, kind, rng), folder, stem)
+
+
+def write_value(value, folder: Path, stem: str):
+    """A rendered sketchpad value or image -> the files the API takes; -> (api_name, first argument)."""
     from gradio_client import handle_file
 
-    value = render(digit_u8, kind, rng)
     if isinstance(value, dict):  # a sketchpad value
         files = {}
         for key, array in (("background", value["background"]), ("composite", value["composite"]),
@@ -96,25 +100,29 @@ def run_requests(client, requests, backend: str, model: str = "mnist", workers: 
         return list(pool.map(one, requests))
 
 
+def read_back(api_name: str, arg):
+    """A request's files read back as the API would receive them: a sketchpad value of arrays, or a path."""
+    if api_name == "/predict_sketch":
+        arg = {"background": arg["background"]["path"], "composite": arg["composite"]["path"],
+               "layers": [a["path"] for a in arg["layers"]]}
+        return {k: (np.asarray(Image.open(v)) if isinstance(v, str) else [np.asarray(Image.open(p)) for p in v])
+                for k, v in arg.items()}
+    return arg["path"]
+
+
 def run_in_process(requests, checkpoint: Path, backend: str) -> list[str]:
-    """The same requests read without the app: engine.preprocess + the backend in this process (the files are
-    read back exactly as the API would receive them)."""
-    from engine.preprocess import EmptyInputError, preprocess
+    """The same requests read without the app, the way the app reads them (engine.reading: a single digit
+    exactly as preprocess() frames it, several as a number) with the backend in this process; the files are
+    read back exactly as the API would receive them."""
+    from engine.preprocess import EmptyInputError
+    from engine.reading import read
     from export.runtime import load_runtime
 
     runtime = load_runtime(checkpoint, backend)
     out = []
     for _, _, api_name, arg in requests:
-        if api_name == "/predict_sketch":
-            arg = {"background": arg["background"]["path"], "composite": arg["composite"]["path"],
-                   "layers": [a["path"] for a in arg["layers"]]}
-            arg = {k: (np.asarray(Image.open(v)) if isinstance(v, str) else [np.asarray(Image.open(p)) for p in v])
-                   for k, v in arg.items()}
-        else:
-            arg = arg["path"]
         try:
-            x, _ = preprocess(arg, runtime.spec)
-            out.append(str(runtime.spec.class_names[int(runtime.predict_proba(x)[0].argmax())]))
+            out.append(read(read_back(api_name, arg), runtime.spec, runtime.predict_proba).label)
         except EmptyInputError:
             out.append(NO_DIGIT)
     return out
@@ -131,11 +139,9 @@ def summarise(requests, predicted: list[str]) -> dict:
                                               "accuracy": right / len(predicted)}}
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """The options shared with scripts/eval_numbers.py: where and how the requests are read."""
     p.add_argument("--url", default="http://127.0.0.1:7860/", help="the running app (default: http://127.0.0.1:7860/)")
-    p.add_argument("--n", type=int, default=100, help="digits per kind (default: 100; the README figures use 1000)")
-    p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, help=f"default: {' '.join(KINDS)}")
     p.add_argument("--backend", default="ONNX Runtime", help="backend to ask for (default: ONNX Runtime)")
     p.add_argument("--model", default="mnist", help="model to ask for (default: mnist)")
     p.add_argument("--seed", type=int, default=0, help="digit choice and rendering seed (default: 0)")
@@ -144,16 +150,20 @@ def main(argv=None) -> dict:
                    help="USER:PASS if the app asks for a login (default: $DIGITS_APP_AUTH, else none)")
     p.add_argument("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw (default: $DIGITS_DATA_DIR or data)")
     p.add_argument("--in-process", action="store_true",
-                   help="read the images here (engine.preprocess + the backend) instead of through --url")
+                   help="read the images here (engine.reading + the backend) instead of through --url")
     p.add_argument("--checkpoint", type=Path, default=Path("checkpoints/mnist_cnn.pt"),
                    help="with --in-process: the model (default: checkpoints/mnist_cnn.pt)")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file (default: none)")
-    args = p.parse_args(argv)
 
+
+def make_and_read(args, make):
+    """Render args.n requests per kind with make(split, kinds, n, seed, folder) into a temporary folder and
+    read them, through the app at args.url or with --in-process here -> (requests, predicted labels, resent
+    requests, (start, rendered, read) times)."""
     split = load_dataset("mnist", args.data_dir, train=False, download=False)
-    with tempfile.TemporaryDirectory(prefix="eval_drawings_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="eval_") as tmp:
         t0 = time.perf_counter()
-        requests = make_requests(split, args.kinds, args.n, args.seed, Path(tmp))
+        requests = make(split, args.kinds, args.n, args.seed, Path(tmp))
         t1 = time.perf_counter()
         retries = []
         if args.in_process:
@@ -164,20 +174,41 @@ def main(argv=None) -> dict:
             auth = tuple(args.auth.split(":", 1)) if args.auth else None
             client = Client(args.url, auth=auth, verbose=False)
             predicted = run_requests(client, requests, args.backend, args.model, args.workers, retries)
-        t2 = time.perf_counter()
-    result = {"url": "in-process" if args.in_process else args.url, "backend": args.backend, "model": args.model, "seed": args.seed,
-              **summarise(requests, predicted),
-              "render_s": round(t1 - t0, 1), "api_s": round(t2 - t1, 1),
-              "requests_per_s": round(len(requests) / (t2 - t1), 1), "resent_after_lost_stream": len(retries)}
+        return requests, predicted, retries, (t0, t1, time.perf_counter())
+
+
+def figures(args, requests, predicted: list[str], retries: list, times: tuple[float, float, float]) -> dict:
+    """What a run measured (make_and_read's results), as written to --json."""
+    t0, t1, t2 = times
+    return {"url": "in-process" if args.in_process else args.url, "backend": args.backend, "model": args.model,
+            "seed": args.seed, **summarise(requests, predicted), "render_s": round(t1 - t0, 1),
+            "api_s": round(t2 - t1, 1), "requests_per_s": round(len(requests) / (t2 - t1), 2),
+            "resent_after_lost_stream": len(retries)}
+
+
+def written(args, result: dict) -> dict:
+    """The figures, also written to --json when asked."""
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=100, help="digits per kind (default: 100; the README figures use 1000)")
+    p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, help=f"default: {' '.join(KINDS)}")
+    add_run_args(p)
+    args = p.parse_args(argv)
+
+    requests, predicted, retries, (t0, t1, t2) = make_and_read(args, make_requests)
+    result = figures(args, requests, predicted, retries, (t0, t1, t2))
     for kind, v in result["per_kind"].items():
         print(f"{kind:9s} {v['correct']:5d}/{v['n']:<5d} {100 * v['accuracy']:6.2f} %")
     o = result["overall"]
     print(f"{'overall':9s} {o['correct']:5d}/{o['n']:<5d} {100 * o['accuracy']:6.2f} %   ({args.backend}, "
           f"{len(requests)} API calls in {t2 - t1:.0f} s, {result['requests_per_s']} calls/s, "
           f"{len(retries)} resent after a lost event stream)")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    return result
+    return written(args, result)
 
 
 if __name__ == "__main__":

@@ -79,14 +79,16 @@ def test_real_digits_are_read_right_on_every_backend(client, drawings, backend):
     assert result["overall"]["accuracy"] >= 0.95, f"{backend}: {result}"
 
 
-def test_api_outputs_label_preview_timing_and_where_found(client):
-    label, preview, timing, found = client.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_7.png")),
-                                                   api_name="/predict_upload")  # defaults: ONNX Runtime, mnist
+def test_api_outputs_label_preview_timing_where_found_and_digits(client):
+    label, preview, timing, found, digits = client.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_7.png")),
+                                                           api_name="/predict_upload")  # defaults: ONNX Runtime, mnist
     assert label["label"] == "7"
     assert len(label["confidences"]) == 3 and label["confidences"][0]["confidence"] > 0.5
     assert Image.open(preview).size == (28 * app.PREVIEW_SCALE, 28 * app.PREVIEW_SCALE)
     assert timing.startswith("ONNX Runtime: ") and " ms (preprocessing " in timing
     assert Image.open(found).size == (28 * 11, 28 * 11)  # a 28x28 upload: enlarged 11x, pixels kept
+    assert len(digits) == 1 and digits[0]["caption"].startswith("1: 7 (")
+    assert Image.open(digits[0]["image"]).size == (28 * app.DIGIT_SCALE, 28 * app.DIGIT_SCALE)
 
 
 def drawn_box(found: str) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -121,7 +123,7 @@ def test_upload_shows_where_the_digit_was_found(client, tmp_path):
     draw.rectangle([1000, 400, 1199, 439], fill=(40, 40, 50))  # the bar, then the stem: ink in x 1000..1199,
     draw.rectangle([1150, 400, 1199, 699], fill=(40, 40, 50))  # y 400..699
     img.save(tmp_path / "page.jpg", quality=85)
-    _, _, _, found = client.predict(handle_file(str(tmp_path / "page.jpg")), api_name="/predict_upload")
+    _, _, _, found, _ = client.predict(handle_file(str(tmp_path / "page.jpg")), api_name="/predict_upload")
     rgb, box = drawn_box(found)
     assert rgb.shape == (240, 320, 3)
     expected = expected_outline(1000, 400, 1200, 700, 320 / 1600)
@@ -136,7 +138,7 @@ def test_sketch_box_leaves_a_stray_tap_out(client, tmp_path):
     ImageDraw.Draw(layer).ellipse([50, 480, 70, 500], fill=(0, 0, 0, 255))  # the tap, centred at (60, 490)
     layer.save(tmp_path / "layer.png")
     sketch = {"background": None, "layers": [handle_file(str(tmp_path / "layer.png"))], "composite": None}
-    label, _, _, found = client.predict(sketch, "ONNX Runtime", "mnist", api_name="/predict_sketch")
+    label, _, _, found, _ = client.predict(sketch, "ONNX Runtime", "mnist", api_name="/predict_sketch")
     rgb, box = drawn_box(found)
     f = 320 / 560
     assert rgb.shape == (320, 320, 3)  # the drawing, on white
@@ -147,10 +149,34 @@ def test_sketch_box_leaves_a_stray_tap_out(client, tmp_path):
     assert label["label"] == "7"
 
 
+def test_api_reads_a_whole_number(client, mnist_test, tmp_path):
+    """"2026" in dark ink on photographed paper: the label is the number with its three likeliest readings, the
+    preview the digits' 28x28s side by side, a crop per digit with its own reading, a box per digit."""
+    from engine.render import render_number
+    from scripts.eval_drawings import write_value
+
+    labels = mnist_test.labels.numpy()
+    digits = [mnist_test.images[int(np.flatnonzero(labels == int(c))[0]), 0].numpy() for c in "2026"]
+    api_name, arg = write_value(render_number(digits, "photo", np.random.default_rng(0)), tmp_path, "year")
+    label, preview, timing, found, crops = client.predict(arg, api_name=api_name)
+    assert label["label"] == "2026" and len(label["confidences"]) == 3, label
+    assert [c["caption"][:4] for c in crops] == ["1: 2", "2: 0", "3: 2", "4: 6"]
+    assert Image.open(preview).size == (4 * 28 * app.PREVIEW_SCALE, 28 * app.PREVIEW_SCALE)
+    assert timing.startswith("4 digits read. ONNX Runtime: "), timing
+    # a box per digit, left to right, as where_found draws them for the same reading here
+    from engine.reading import read
+    from export.runtime import load_runtime
+
+    runtime = load_runtime(CHECKPOINTS / "mnist_cnn.pt", "ONNX Runtime")
+    r = read(arg["path"], runtime.spec, runtime.predict_proba)
+    assert r.label == "2026" and len(r.boxes) == 4 and [b[0] for b in r.boxes] == sorted(b[0] for b in r.boxes)
+    assert np.array_equal(np.asarray(Image.open(found).convert("RGB")), app.where_found(arg["path"], r))
+
+
 def test_examples_gallery_is_read_right(client):
     for path in sorted(app.EXAMPLES_DIR.glob("*.png")):
         model, name = path.stem.split("_", 1)  # mnist_7.png, fashion_ankle_boot.png
-        label, _, _, _ = client.predict(handle_file(str(path)), "ONNX Runtime", model, api_name="/predict_upload")
+        label, *_ = client.predict(handle_file(str(path)), "ONNX Runtime", model, api_name="/predict_upload")
         assert slug(label["label"]) == name, path.name
 
 
@@ -173,7 +199,7 @@ def test_bad_input_gets_a_clear_message_and_the_server_keeps_serving(client, tmp
     for api_name, arg, message in cases:
         with pytest.raises(AppError, match=message):
             client.predict(arg, "ONNX Runtime", "mnist", api_name=api_name)
-    label, _, _, _ = client.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_3.png")), api_name="/predict_upload")
+    label, *_ = client.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_3.png")), api_name="/predict_upload")
     assert label["label"] == "3"
 
 
@@ -194,7 +220,7 @@ def test_auth_protects_page_and_api(shipped):
         with pytest.raises(Exception):
             Client(s.url, auth=("alice", "wrong"), verbose=False)
         authed = Client(s.url, auth=("alice", "s3cret"), verbose=False)
-        label, _, _, _ = authed.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_1.png")), api_name="/predict_upload")
+        label, *_ = authed.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_1.png")), api_name="/predict_upload")
         assert label["label"] == "1"
 
 
@@ -205,7 +231,7 @@ def test_share_without_a_route_says_so_and_keeps_serving(shipped, tmp_path):
             "--max-file-size", "50kb"]
     with AppServer(args) as s:
         client = Client(s.url, verbose=False)  # serving locally while the tunnel is attempted or failed
-        label, _, _, _ = client.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_4.png")), api_name="/predict_upload")
+        label, *_ = client.predict(handle_file(str(app.EXAMPLES_DIR / "mnist_4.png")), api_name="/predict_upload")
         assert label["label"] == "4"
         for _ in range(120):
             if "no public link" in s.output():
@@ -279,8 +305,8 @@ def test_user_checkpoint_is_served_with_only_fresh_backends(tiny_checkpoint, shi
         # every required backend is listed (choosing a broken one says how to rebuild it); the optional
         # AOTInductor package was never built here, so it is not offered
         assert models["mnist"].offered == [b for b in BACKENDS if b != "PyTorch AOTInductor"]
-        label, preview, timing, found = app.predict_upload(str(app.EXAMPLES_DIR / "mnist_0.png"), "PyTorch",
-                                                           "tiny_cnn")
+        label, preview, timing, found, _ = app.predict_upload(str(app.EXAMPLES_DIR / "mnist_0.png"), "PyTorch",
+                                                              "tiny_cnn")
         assert set(label) == set(models["tiny_cnn"].spec.class_names) and abs(sum(label.values()) - 1) < 1e-4
         assert found.dtype == np.uint8 and found.shape == (28 * 11, 28 * 11, 3)
         for model in ("mnist", "tiny_cnn"):
@@ -300,10 +326,10 @@ def test_live_events_blank_the_outputs_on_an_empty_canvas(shipped):
     cleared = {"background": None, "layers": [np.zeros((8, 8, 4), np.uint8)], "composite": None}
     try:
         app.load_models(shipped)
-        assert app.predict_live(cleared, "PyTorch", "mnist") == (None, None, app.EMPTY_HINT, None)
+        assert app.predict_live(cleared, "PyTorch", "mnist") == (None, None, app.EMPTY_HINT, None, None)
         with pytest.raises(gr.Error, match="draw something first"):  # the API says so instead
             app.predict_sketch(cleared, "PyTorch", "mnist")
-        label, _, _, _ = app.predict_live(str(app.EXAMPLES_DIR / "mnist_5.png"), "PyTorch", "mnist")
+        label, *_ = app.predict_live(str(app.EXAMPLES_DIR / "mnist_5.png"), "PyTorch", "mnist")
         assert max(label, key=label.get) == "5"
     finally:
         app.MODELS.clear()

@@ -203,7 +203,7 @@ def test_app_serves_the_folder_model_with_its_own_labels(shapes_checkpoint, tmp_
         if "mnist" in models:
             assert models["mnist"].spec.class_names == [str(d) for d in range(10)]
         for backend in ("PyTorch", "ONNX Runtime", "ONNX Runtime int8"):
-            confidences, preview, _, _ = app.predict_upload(str(fresh), backend, "shapes_cnn")
+            confidences, preview, *_ = app.predict_upload(str(fresh), backend, "shapes_cnn")
             assert list(confidences) == ["bar", "circle", "cross"]
             assert max(confidences, key=confidences.get) == "circle", (backend, confidences)
             assert preview.shape == (28 * app.PREVIEW_SCALE, 28 * app.PREVIEW_SCALE)

@@ -223,19 +223,20 @@ def test_old_uploads_and_previews_are_deleted_while_serving(server, cache, tmp_p
     photo = next(r for r in mixed_requests() if r.name == "photo 3")
     (tmp_path / photo.filename).write_bytes(photo.data)
     before = {p for p in cache.rglob("*") if p.is_file()}
-    label, _, _, _ = client.predict(handle_file(str(tmp_path / photo.filename)), "ONNX Runtime", "mnist",
+    label, *_ = client.predict(handle_file(str(tmp_path / photo.filename)), "ONNX Runtime", "mnist",
                                     api_name="/predict_upload")
     assert label["label"] == "3"
     made = time.monotonic()
     old = {p for p in cache.rglob("*") if p.is_file()} - before
-    # the upload, its preview and its where-found thumbnail (both image.png, each in its own folder)
-    assert sorted(p.name for p in old) == sorted([photo.filename, "image.png", "image.png"]), old
+    # the upload, its preview, its where-found thumbnail and its one digit's crop (all image.png, each in its
+    # own folder)
+    assert sorted(p.name for p in old) == sorted([photo.filename, *["image.png"] * 3]), old
     # Keep serving while they age (other digits: a 3 would make the same files again), each answer right.
     limit = CACHE_MINUTES * 60
     for digit in itertools.cycle([1, 2, 4, 5, 6, 7, 8, 9]):
         if not any(p.exists() for p in old) or time.monotonic() - made > limit + 10:
             break
-        label, _, _, _ = client.predict(handle_file(str(EXAMPLES / f"mnist_{digit}.png")), "ONNX Runtime int8",
+        label, *_ = client.predict(handle_file(str(EXAMPLES / f"mnist_{digit}.png")), "ONNX Runtime int8",
                                         "mnist", api_name="/predict_upload")
         assert label["label"] == str(digit)
         time.sleep(0.5)

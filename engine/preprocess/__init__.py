@@ -4,6 +4,7 @@ the app, the benchmark, image-folder training and the tests.
     from engine.preprocess import preprocess, extract_ink
     x, preview = preprocess(image, spec)   # x: float32 (1, 1, 28, 28) normalised; preview: uint8 (28, 28)
     ink = extract_ink(image)               # Ink(ink=HxW float32 map, scale, kind): the cleaned ink
+    ink = extract_ink(image, line=True)    # ... and ink.line: with the next digits of a number (engine.reading)
     x, preview, ink = preprocess_ink(image, spec)  # both at once; ink_box(ink.ink): where the framed ink is
 
 `image` may be a Gradio sketchpad value (dict with "layers"/"composite"), a PIL image, a numpy array or
@@ -23,13 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.models import InputSpec
-from engine.preprocess.clean import clean
+from engine.preprocess.clean import off_page, writing
 from engine.preprocess.decode import (MAX_PIXELS, SHRINK_PIXELS, EmptyInputError, PreprocessError, check_size,
                                       open_image)
 from engine.preprocess.frame import BOX, INK_THRESHOLD, ink_box, stroke_width, to_mnist_frame, to_object_frame
 from engine.preprocess.ink import ink_map, raw_ink
 
-__all__ = ["preprocess", "preprocess_ink", "extract_ink", "Ink", "frame", "ink_box", "PreprocessError",
+__all__ = ["preprocess", "preprocess_ink", "extract_ink", "Ink", "frame", "ink_box", "no_ink", "PreprocessError",
            "EmptyInputError", "check_size", "open_image", "ink_map", "stroke_width", "to_mnist_frame",
            "to_object_frame", "MAX_PIXELS", "SHRINK_PIXELS"]
 
@@ -45,24 +46,37 @@ class Ink:
         scale or shrunk). Ink-map pixel (x, y) covers original pixels [x*scale, (x+1)*scale). "Original"
         means the image as displayed, i.e. after its EXIF orientation is applied.
     kind: "sketch" (a sketchpad value: the ink is its layers' alpha) or "image" (an upload, file or array).
+    line: with extract_ink(..., line=True), the ink of the writing's whole line: `ink` and the next digits of
+        a number beside it (clean.keep_writing's line mode; engine.reading splits it into digits); else None.
     """
     ink: np.ndarray
     scale: float
     kind: str
+    line: np.ndarray | None = None
 
 
-def extract_ink(image) -> Ink:
+def extract_ink(image, line: bool = False) -> Ink:
     """Any supported input -> its cleaned ink (see Ink). frame(extract_ink(image).ink, spec) is exactly what
-    preprocess() gives the model. Raises EmptyInputError when there is nothing (empty canvas, blank page)."""
+    preprocess() gives the model. line: also Ink.line, from the same extraction (Ink.ink may then be empty
+    where the line is not: a faint haze tied the writing to the image's edge). Raises EmptyInputError when
+    there is nothing (empty canvas, blank page)."""
     if image is None:
         raise EmptyInputError("draw something first (or upload an image)")
     ink, scale, kind, planes = raw_ink(image)
-    ink = np.minimum(clean(ink, None if planes is None else planes.gray), 1)
-    if not (ink > INK_THRESHOLD).any():
-        raise EmptyInputError("no digit found in the image: write or draw one digit, dark on light or light "
-                              "on dark, filling a good part of the picture" if kind == "image" else
-                              "draw something first: no ink was found in the image")
-    return Ink(ink.astype(np.float32, copy=False), float(scale), kind)
+    gray = None if planes is None else planes.gray
+    page = off_page(ink, gray)  # clean.clean, its page steps done once for both kinds of writing
+    ink = np.minimum(writing(page, gray is not None), 1).astype(np.float32, copy=False)
+    writing_line = np.minimum(writing(page, gray is not None, line=True), 1).astype(np.float32) if line else None
+    if not (ink > INK_THRESHOLD).any() and (writing_line is None or not (writing_line > INK_THRESHOLD).any()):
+        raise no_ink(kind)
+    return Ink(ink, float(scale), kind, writing_line)
+
+
+def no_ink(kind: str) -> EmptyInputError:
+    """The error for an input with no ink (kind: Ink.kind)."""
+    return EmptyInputError("no digit found in the image: write or draw one digit, dark on light or light on "
+                           "dark, filling a good part of the picture" if kind == "image" else
+                           "draw something first: no ink was found in the image")
 
 
 def frame(ink: np.ndarray, spec: InputSpec) -> np.ndarray:

@@ -13,13 +13,16 @@
    it is the region outside the paper (a dark table: the local light estimate turns a strip of it into
    "ink") or the paper's edge, and is dropped. The largest remaining component is the writing's core and
    others join it when they are near it for their size (a 5's top bar, a 4 or 7 in two strokes, a broken
-   stroke), so a stray tap or a speck away from the digit is dropped.
+   stroke), so a stray tap or a speck away from the digit is dropped. Reading a number (line=True), the
+   next digits on the writing's line join too: as tall as half the core at least, level with the writing,
+   within 1.5 core heights of it (a stray tap is far smaller; engine.preprocess.segment splits the digits).
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from engine.preprocess.frame import INK_THRESHOLD
 
 ANALYSIS = 256           # the page is found on a copy this many pixels on its longest side
 SOLID = 0.12             # a table is dark and wider than this fraction of the shorter side (no stroke is)
@@ -42,6 +45,9 @@ LEVEL_SLIVER = 6         # a component this many times wider than tall is no dig
 SPECK = 0.0002           # components smaller than this fraction of the image (and of 4 px) are noise
 PHOTO_FLOOR = 16         # ... but in a photo a component of this many pixels may be the digit's core
 FAINT = 0.15             # in a photo, ink under this fraction of the writing's firm ink is not the writing
+NEXT_TALL = 0.5          # reading a number: the next digit is at least this x the core's height, and
+NEXT_LEVEL = 0.5         # ... this share of its height is level with the writing, and
+NEXT_GAP = 1.5           # ... it is within this many core heights of the writing, left or right
 
 
 def _binary(ink: np.ndarray) -> np.ndarray:
@@ -255,11 +261,15 @@ def _at_edge(labels: np.ndarray, n: int) -> np.ndarray:
     return broad | across
 
 
-def keep_writing(ink: np.ndarray, photo: bool = False) -> np.ndarray:
+def keep_writing(ink: np.ndarray, photo: bool = False, line: bool = False) -> np.ndarray:
     """The ink of the writing: the largest component and the components near it for their size. photo:
     components at the image's edge (the table, the paper's edge) are not writing, unless nothing else is
-    (a tightly cropped digit)."""
-    mask = _binary(ink)
+    (a tightly cropped digit). line: also the next digits of a number on the writing's line (see the
+    module's docstring); without it, a single digit's writing exactly (the browser's keepWriting). In line
+    mode the components are those of the firm ink (over INK_THRESHOLD, as the digits are segmented): a faint
+    haze that hangs on to one digit (uneven light) must not tie it to the image's edge; each kept component
+    keeps its faint rim (one pixel around it)."""
+    mask = (ink > INK_THRESHOLD).astype(np.uint8) if line else _binary(ink)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n <= 1:
         return ink
@@ -298,31 +308,45 @@ def keep_writing(ink: np.ndarray, photo: bool = False) -> np.ndarray:
                 continue
             bx, by, bw, bh = boxes[i]
             gap = max(x0 - (bx + bw), bx - x1, y0 - (by + bh), by - y1, 0)
-            if gap <= size * (JOIN + JOIN_SIZE * np.sqrt(areas[i] / areas[core])):
+            beside = line and (bh >= NEXT_TALL * boxes[core, 3] and min(y1, by + bh) - max(y0, by) >= NEXT_LEVEL * bh
+                               and max(x0 - (bx + bw), bx - x1) <= NEXT_GAP * boxes[core, 3])
+            if beside or gap <= size * (JOIN + JOIN_SIZE * np.sqrt(areas[i] / areas[core])):
                 kept.add(i)
                 x0, y0, x1, y1 = min(x0, bx), min(y0, by), max(x1, bx + bw), max(y1, by + bh)
                 grew = True
     lut = np.zeros(n, np.float32)
     lut[[i + 1 for i in kept]] = 1
+    if line:
+        return ink * cv2.dilate(lut[labels], np.ones((3, 3), np.uint8))
     return ink * lut[labels]
 
 
-def clean(ink: np.ndarray, gray: np.ndarray | None) -> np.ndarray:
-    """Ink map -> the ink of the writing alone (see the module's docstring). gray: the luma of an opaque
-    image (a photo, a scan: the page, lines and the image's edge are looked at); None for a sketch or a
-    transparent drawing."""
-    photo = gray is not None
-    if photo:
-        outside = outside_paper(gray)
-        if outside is not None:
-            ink = ink * ~outside
-        ink = remove_lines(ink)
-    ink = keep_writing(ink, photo)
+def off_page(ink: np.ndarray, gray: np.ndarray | None) -> np.ndarray:
+    """Steps 1 and 2: the ink without the region outside the page and the ruled lines (photos and scans
+    only: gray is their luma; None for a sketch or a transparent drawing, whose ink is returned as it is)."""
+    if gray is None:
+        return ink
+    outside = outside_paper(gray)
+    if outside is not None:
+        ink = ink * ~outside
+    return remove_lines(ink)
+
+
+def writing(ink: np.ndarray, photo: bool, line: bool = False) -> np.ndarray:
+    """Step 3: keep_writing, and in a photo once more without the faint ink: what is left of a faint ruled
+    line or the paper's texture can hang on to the digit; ink this much fainter than the writing's own is
+    dropped and the writing looked for again."""
+    ink = keep_writing(ink, photo, line)
     if photo and ink.any():
-        # What is left of a faint ruled line or the paper's texture can hang on to the digit: ink this much
-        # fainter than the writing's own is dropped, and the writing looked for again.
         firm = float(np.percentile(ink[ink > 0], 90))
         faint = ink < FAINT * firm
         if faint.any():
-            ink = keep_writing(np.where(faint, 0, ink), photo)
+            ink = keep_writing(np.where(faint, 0, ink), photo, line)
     return ink
+
+
+def clean(ink: np.ndarray, gray: np.ndarray | None, line: bool = False) -> np.ndarray:
+    """Ink map -> the ink of the writing alone (see the module's docstring). gray: the luma of an opaque
+    image (a photo, a scan: the page, lines and the image's edge are looked at); None for a sketch or a
+    transparent drawing. line: keep the next digits of a number too (keep_writing)."""
+    return writing(off_page(ink, gray), gray is not None, line)

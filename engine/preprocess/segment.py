@@ -1,0 +1,268 @@
+"""Segment step: a cleaned ink map -> the digits in it, left to right, each as its own ink map to frame
+exactly like a single digit.
+
+    from engine.preprocess.segment import segment
+    seg = segment(ink, classify)  # ink: float32 HxW in [0, 1] (extract_ink(image, line=True).line);
+                                  # classify: piece inks -> class probabilities (n, 10), optional
+    for piece in seg.pieces:    # left to right, at most MAX_DIGITS
+        piece.ink, piece.box    # the digit's own ink (cropped), its (x0, y0, x1, y1) in the ink map
+    seg.notes                   # what the reader should be told: digits left out, a blob not split
+
+How, with OpenCV's connected components on the binarised ink, everything measured against the digit
+height (the tallest piece of ink: digits on one line share a height, a '1' is tall and thin):
+1. specks: a component small against the digit height that touches no digit's columns is a stray tap or
+   noise, not a digit; a flat stroke far wider than a digit is an underline;
+2. parts of one digit are merged back when their columns overlap (a 5's separate top bar, a 4 or 7
+   drawn in two strokes, a broken stroke), unless the union would be wider than one digit;
+3. digits that touch are split: in a blob wider than SPLIT_FROM digit heights, the cut candidates are the
+   columns where the ink is thinnest (local minima of its column profile crossing at most CUT_MAX stroke
+   widths); every piece between two candidates that could be one digit is read by the model, and a
+   dynamic program picks the split whose pieces score best: the model's probability of a class, times how
+   usual the piece's width is for that class (MNIST's width/height per class; a piece wider than usual for
+   what it reads may hold two digits), less for a piece shorter than the line's digits (a fragment). A
+   blob that is all the ink in the image is read whole unless a split reads clearly better (most images
+   hold a single digit). A piece far wider than a digit that could not be cut is read whole and a note
+   says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from engine.preprocess.frame import INK_THRESHOLD, stroke_width
+
+MAX_DIGITS = 12         # digits read from one image; more are reported, not read
+SPECK = 0.3             # a component whose height and width are both under this x digit height is small
+WIDE = 1.45             # a piece wider than this x digit height holds two digits (MNIST: 99 % of digits are narrower)
+SPLIT_FROM = 0.85       # blobs wider than this x digit height may hold two touching digits ('17', '10')
+MERGE_MAX = 1.1         # parts are merged into one digit only while the union is at most this x height
+CUT_MAX = 3.0           # a cut may cross at most this many stroke widths of ink
+SHORT = 0.75            # a piece shorter than this x digit height is likely a fragment of a digit ...
+SHORT_SLOPE = 8.0       # ... by this log-prior per digit height below it
+PIECE_PRIOR = 0.0       # log-prior per piece (tuned on generated numbers and single digits)
+LONE_BLOB = 2.0         # log-prior for reading all the ink as one digit when it is one blob
+FAR_WIDE = 2.0          # ... and no digit is this wide (MNIST: 99.9 % are under 1.7)
+WIDE_COST = 10.0        # log-prior against a piece wider than WIDE x digit height (none for a lone blob)
+# MNIST's training digits, per class 0-9: mean and standard deviation of log(width / height) of the ink
+RATIO = np.array([(-0.102, 0.191), (-0.914, 0.454), (-0.068, 0.212), (-0.227, 0.208), (-0.235, 0.208),
+                  (-0.072, 0.252), (-0.317, 0.213), (-0.256, 0.212), (-0.274, 0.217), (-0.386, 0.204)])
+RATIO_SPREAD = 2.0      # hand-drawn and photographed digits, and a digit's share of touching ink, vary more
+
+
+@dataclass
+class Piece:
+    ink: np.ndarray                   # float32: the digit's ink only (around its box), zero elsewhere
+    box: tuple[int, int, int, int]    # x0, y0, x1, y1 (exclusive) in the ink map's pixels
+
+
+@dataclass
+class Segmentation:
+    pieces: list[Piece]
+    notes: list[str] = field(default_factory=list)
+    found: int = 0                    # digits found before the MAX_DIGITS limit
+
+
+@dataclass
+class _Group:
+    labels: list[int]
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def w(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def h(self) -> int:
+        return self.y1 - self.y0
+
+    def union(self, other: "_Group") -> "_Group":
+        return _Group(self.labels + other.labels, min(self.x0, other.x0), min(self.y0, other.y0),
+                      max(self.x1, other.x1), max(self.y1, other.y1))
+
+
+def _overlap(a: _Group, b: _Group) -> int:
+    return min(a.x1, b.x1) - max(a.x0, b.x0)
+
+
+def _groups(labels_stats: np.ndarray, digit_h: int) -> tuple[list[_Group], int, int]:
+    """Components -> digit-sized groups (parts of one digit merged), dropping specks and underlines."""
+    comps = [_Group([i], x, y, x + w, y + h) for i, (x, y, w, h, _) in enumerate(labels_stats) if i > 0]
+    small = [g for g in comps if g.w < SPECK * digit_h and g.h < SPECK * digit_h]
+    lines = [g for g in comps if g.h < SPECK * digit_h and g.w > 1.5 * digit_h]
+    big = sorted((g for g in comps if g not in small and g not in lines), key=lambda g: g.x0)
+    # Parts of one digit: merge neighbours (in x order) whose columns overlap by at least half the
+    # narrower one, as long as the union stays one digit wide. Repeat until nothing merges.
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(big) - 1):
+            a, b = big[i], big[i + 1]
+            u = a.union(b)
+            short = min(a.h, b.h) < 0.6 * digit_h  # a 5's bar, half of a broken 4: never a digit alone
+            if (_overlap(a, b) >= 0.5 * min(a.w, b.w) or short and _overlap(a, b) > 0) and u.w <= MERGE_MAX * max(digit_h, u.h):  # a 5's bar makes it taller too
+                big[i:i + 2] = [u]
+                merged = True
+                break
+    # A small component under or over a digit's columns is part of it (a dot-sized broken stroke, a 5's
+    # short bar); elsewhere it is a speck.
+    specks = 0
+    for s in small:
+        near = [g for g in big if _overlap(g, s) > 0 and s.y0 < g.y1 + 0.3 * digit_h and s.y1 > g.y0 - 0.3 * digit_h]
+        if near:
+            g = max(near, key=lambda g: _overlap(g, s))
+            big[big.index(g)] = g.union(s)
+        else:
+            specks += 1
+    return sorted(big, key=lambda g: g.x0), specks, len(lines)
+
+
+def _piece(ink: np.ndarray, mask: np.ndarray, x0: int, x1: int, at: tuple[int, int]) -> Piece | None:
+    """The ink of `mask` between columns x0 and x1, without slivers of a neighbour cut off at the edge.
+    ink and mask are one blob's crop, whose top-left corner is at (x, y) = `at` in the ink map."""
+    part = np.zeros_like(mask)
+    part[:, x0:x1] = mask[:, x0:x1]
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(part, connectivity=8)
+    if n <= 1:
+        return None
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.isin(labels, np.flatnonzero(areas >= 0.1 * areas.max()) + 1).astype(np.uint8)
+    ys, xs = np.nonzero(keep)
+    bx0, by0, bx1, by1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    # the crop keeps a 1 px margin: the anti-aliased rim below the threshold belongs to the strokes it
+    # surrounds, but not across a cut
+    cx0, cy0 = max(bx0 - 1, x0), max(by0 - 1, 0)
+    cx1, cy1 = min(bx1 + 1, x1), min(by1 + 1, ink.shape[0])
+    rim = cv2.dilate(keep[cy0:cy1, cx0:cx1], np.ones((3, 3), np.uint8)).astype(bool)
+    ax, ay = at
+    return Piece(np.where(rim, ink[cy0:cy1, cx0:cx1], 0).astype(np.float32), (bx0 + ax, by0 + ay, bx1 + ax,
+                                                                                by1 + ay))
+
+
+def _cut_candidates(profile: np.ndarray, sw: float, digit_h: int) -> list[int]:
+    """Columns where a blob may be cut between two digits: local minima of its column profile that cross
+    at most CUT_MAX stroke widths of ink, not too near the blob's ends, the thinnest of any close pair."""
+    w = len(profile)
+    margin = max(1, int(0.15 * digit_h))
+    p = np.convolve(profile.astype(np.float32), np.ones(3, np.float32) / 3, mode="same")
+    cands = [x for x in range(margin, w - margin)
+             if p[x] <= p[x - 1] and p[x] <= p[x + 1] and profile[x] <= CUT_MAX * sw]
+    kept: list[int] = []
+    for x in sorted(cands, key=lambda x: profile[x]):
+        if all(abs(x - k) >= 0.1 * digit_h for k in kept):
+            kept.append(x)
+    return sorted(kept)
+
+
+def _best_split(scores: dict[tuple[int, int], float], n_nodes: int) -> list[tuple[int, int]]:
+    """The path from the first cut node to the last whose pieces score highest in total (dynamic programming)."""
+    best = {0: (0.0, [])}
+    for j in range(1, n_nodes):
+        options = [(best[i][0] + scores[(i, j)], best[i][1] + [(i, j)])
+                   for i in range(j) if i in best and (i, j) in scores]
+        if options:
+            best[j] = max(options, key=lambda o: o[0])
+    return best[n_nodes - 1][1]
+
+
+@dataclass
+class Blob:
+    """One group of ink (a digit, or touching digits) and the ways it may be cut: cut positions (columns of
+    the blob, its ends included) and the piece between any two of them that could be one digit."""
+    nodes: list[int]
+    pieces: dict[tuple[int, int], Piece]
+
+
+def candidates(ink: np.ndarray) -> tuple[list[Blob], int]:
+    """A cleaned ink map -> its blobs left to right with their candidate pieces, and the digit height."""
+    binary = (ink > INK_THRESHOLD).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n <= 1:
+        return [], 0
+    digit_h = int(stats[1:, cv2.CC_STAT_HEIGHT].max())
+    groups, _, _ = _groups(stats[:, :5], digit_h)
+    digit_h = max([digit_h] + [g.h for g in groups])  # a digit in parts (a 5 and its bar) is as tall as all of them
+    blobs = []
+    for g in groups:
+        mask = np.isin(labels[g.y0:g.y1, g.x0:g.x1], g.labels).astype(np.uint8)
+        crop, at = ink[g.y0:g.y1, g.x0:g.x1], (g.x0, g.y0)
+        nodes = [0, g.w]
+        if g.w > SPLIT_FROM * digit_h:  # wide enough for touching digits: where they may be cut apart
+            nodes[1:1] = _cut_candidates(mask.sum(0), max(1.0, stroke_width(np.pad(mask, 1))), digit_h)
+        cand = {}
+        for i in range(len(nodes) - 1):
+            for j in range(i + 1, len(nodes)):
+                if j > i + 1 and nodes[j] - nodes[i] > WIDE * digit_h and (i, j) != (0, len(nodes) - 1):
+                    continue  # a piece spanning several cuts only while it can be one digit (or is the whole blob)
+                piece = _piece(crop, mask, nodes[i], nodes[j], at)
+                if piece is not None:
+                    cand[(i, j)] = piece
+        if cand:
+            blobs.append(Blob(nodes, cand))
+    return blobs, digit_h
+
+
+def choose(blobs: list[Blob], probs: list[np.ndarray | None], digit_h: int) -> tuple[list[Piece], list[str]]:
+    """Each blob's best split (probs: per blob, its pieces' class probabilities in the order of its
+    `pieces`, or None where the model was not asked) -> the digits left to right, and notes."""
+    pieces, notes = [], []
+    for blob, p in zip(blobs, probs):
+        keys = list(blob.pieces)
+        scores = dict(zip(keys, _scores([blob.pieces[k] for k in keys], p, digit_h)))
+        whole = (0, len(blob.nodes) - 1)
+        if len(blobs) == 1 and whole in scores:  # all the ink in one blob: most often a single digit, maybe a
+            scores[whole] += LONE_BLOB + WIDE_COST * (_width(blob.pieces[whole]) > WIDE * digit_h)  # wide one
+        for k in _best_split(scores, len(blob.nodes)):
+            piece = blob.pieces[k]
+            if _width(piece) > (WIDE if len(blobs) > 1 else FAR_WIDE) * digit_h:  # a lone blob may be a wide digit
+                notes.append(f"a blob of ink {_width(piece) / digit_h:.1f} digit heights wide "
+                             f"could not be split into digits; it was read as one digit")
+            pieces.append(piece)
+    return pieces, notes
+
+
+def _width(piece: Piece) -> int:
+    return piece.box[2] - piece.box[0]
+
+
+def _scores(pieces: list[Piece], probs: np.ndarray | None, digit_h: int) -> np.ndarray:
+    """How likely each candidate piece is one whole digit, in log units: the model's probability of a class
+    times how usual a piece this wide for its height is for that class (MNIST's digits: RATIO; only wider
+    than usual counts against it, as it may hold two digits: a slim '8' or a '1' is a digit), the best
+    class's; a piece shorter than the line's digits is likely a fragment; and each piece costs PIECE_PRIOR."""
+    boxes = np.array([p.box for p in pieces], np.float64)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    if probs is None:  # no model: every piece an equally good digit, the width alone decides
+        probs = np.full((len(pieces), len(RATIO)), 1.0 / len(RATIO))
+    mu, sd = RATIO[:, 0], RATIO[:, 1] * RATIO_SPREAD
+    z = (np.log(w / h)[:, None] - mu[None]) / sd[None]
+    fit = np.log(np.maximum(probs, 1e-6)) - 0.5 * np.maximum(z, 0.0) ** 2
+    score = fit.max(1) + PIECE_PRIOR
+    score -= SHORT_SLOPE * np.maximum(0.0, SHORT - h / digit_h)
+    score -= WIDE_COST * (w > WIDE * digit_h)  # wider than a digit in a number: only where no cut is possible
+    return score
+
+
+def segment(ink: np.ndarray, classify=None, max_digits: int = MAX_DIGITS) -> Segmentation:
+    """A cleaned ink map -> its digits left to right (see the module docstring).
+
+    classify: optional, list of piece inks -> their class probabilities (n, 10), the digits 0-9 in order.
+    Where a blob could be one digit or several, the split whose pieces the model reads most confidently, at
+    widths usual for what it reads, wins (a wrong cut leaves a fragment the model is unsure of or an odd
+    shape); without it, the pieces whose widths are the most usual for a digit.
+    """
+    blobs, digit_h = candidates(ink)
+    asked = [b for b in blobs if len(b.pieces) > 1] if classify is not None else []
+    inks = [p.ink for b in asked for p in b.pieces.values()]
+    flat = iter(np.asarray(classify(inks), np.float64)) if inks else iter(())
+    probs = [np.stack([next(flat) for _ in b.pieces]) if any(b is a for a in asked) else None for b in blobs]
+    pieces, notes = choose(blobs, probs, digit_h)
+    found = len(pieces)
+    if found > max_digits:
+        notes.append(f"{found} digits found: read the first {max_digits} (the most one image may hold)")
+        pieces = pieces[:max_digits]
+    return Segmentation(pieces, notes, found)
