@@ -237,8 +237,9 @@ def _pencil(digit_u8, rng) -> Image.Image:
     ink = _place(glyph, (H, W), rng)
     grain = np.clip(1 - 0.5 * rng.random((H, W)).astype(np.float32) * rng.uniform(0, 1), 0, 1)
     depth = rng.uniform(0.12, 0.45)  # how much light the graphite takes away: faint to firm
-    page = np.ones((H, W, 3), np.float32) * rng.uniform(0.8, 1.0)
-    grey = 1 - depth
+    paper = rng.uniform(0.8, 1.0)
+    page = np.ones((H, W, 3), np.float32) * paper
+    grey = paper * (1 - depth)  # of the paper's own light: graphite never makes a grey page lighter
     rgb = _compose(page, ink * grain, (grey, grey, grey * 1.02), _light(H, W, rng, rng.uniform(0.2, 0.6)))
     return _finish(rgb, rng, (0, 1.5), (0.005, 0.03), (50, 96))
 
