@@ -153,7 +153,10 @@ def dark_ink(d: Decoded) -> bool:
     smooth = off & ((cv2.dilate(paper, square) - cv2.erode(paper, square)) <= 255 * PAPER_STEP)
     if smooth.sum() >= max(10, off.sum() / 20):
         off = smooth
-    return float(diff[off].sum()) <= 0  # more darker-than-paper ink than lighter
+    # More darker-than-paper ink than lighter, each pixel weighed by how far it is off: a stroke is far off
+    # the paper, the median's lag behind the light's gradient across a photo only a little, if widely.
+    d = diff[off]
+    return float((d * np.abs(d)).sum()) <= 0
 
 
 def ink_from_planes(d: Decoded) -> np.ndarray:
