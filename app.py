@@ -197,6 +197,10 @@ def _predict(image, backend: str, model: str):
         return probs
 
     t0 = time.perf_counter()
+    if isinstance(image, dict) and "path" in image:
+        image = image["path"]
+    if isinstance(image, (str, os.PathLike)):  # a file: decoded once, for the reading and its thumbnail
+        image = open_image(image, reduce=True)
     r = read(image, runtime.spec, predict_proba)  # one digit (exactly as preprocess()), a number, or an object
     total = time.perf_counter() - t0
     preview = np.kron(np.concatenate(r.frames, axis=1), np.ones((PREVIEW_SCALE, PREVIEW_SCALE), np.uint8))
@@ -225,8 +229,8 @@ def _open_upright(source) -> tuple[Image.Image, tuple[int, int]]:
         img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
         size = img.size
         img.draft(img.mode, (THUMBNAIL, THUMBNAIL))  # libjpeg skips most of a photo's pixels
-    elif isinstance(source, Image.Image):
-        img, size = source, source.size
+    elif isinstance(source, Image.Image):  # open_image's: a large JPEG decoded at reduced scale
+        img, size = source, source.info.get("full_size", source.size)
     else:  # a numpy array (or tensor), as decode takes it
         a = np.asarray(source)
         a = a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a
