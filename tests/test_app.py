@@ -7,7 +7,6 @@ The server serves the shipped checkpoints/ (set APP_TEST_CHECKPOINTS_DIR to serv
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import time
 import types
@@ -26,9 +25,10 @@ from export.runtime import available_backends
 from scripts.eval_drawings import make_requests, run_requests, summarise
 from scripts.make_examples import slug
 from tests._server import AppServer, free_port
+from tests.conftest import APP_CHECKPOINTS
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINTS = Path(os.environ.get("APP_TEST_CHECKPOINTS_DIR", ROOT / "checkpoints"))
+CHECKPOINTS = APP_CHECKPOINTS
 BACKENDS = available_backends()
 LIVE_KINDS = ("sketch", "jpeg", "inverted")
 N_PER_KIND = 20  # digits per kind and backend; the 1000-per-kind figure comes from scripts/eval_drawings.py
@@ -42,14 +42,9 @@ def shipped() -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(shipped):
-    with AppServer(["--checkpoints-dir", str(shipped)]) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def client(server) -> Client:
-    return Client(server.url, verbose=False)
+def client(shipped_server) -> Client:
+    """A client of the session's server (tests/conftest.py: `python app.py --checkpoints-dir` CHECKPOINTS)."""
+    return Client(shipped_server.url, verbose=False)
 
 
 @pytest.fixture(scope="module")

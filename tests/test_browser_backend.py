@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_browser import (CHECKPOINTS, CHROMIUM, FOUR, SEVEN, TIMEOUT_MS, browser, draw, label_text,  # noqa: F401
-                                predicted, wait_for_empty_hint)
+from tests.test_browser import (CHECKPOINTS, CHROMIUM, FOUR, SEVEN, TIMEOUT_MS, draw, label_text, predicted,
+                                wait_for_empty_hint)
 
 BROWSER_BACKEND = "ONNX Runtime Web (in your browser)"
 N_PARITY = {"sketch": 300}  # drawings per engine.render kind; other sketchpad kinds: 50
