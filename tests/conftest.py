@@ -42,6 +42,22 @@ def tiny_checkpoint(tmp_path_factory, data_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_exported(tmp_path_factory, tiny_checkpoint, data_dir) -> Path:
+    """A copy of the tiny checkpoint with every export beside it, made and verified (on the full 10k test
+    set) by the exporter's CLI, once for the session (tests/test_export.py, tests/test_benchmark.py); returns
+    the checkpoint. Not to be changed: a test that modifies exports works on a copy of its own."""
+    import shutil
+
+    import export.__main__ as export_cli
+    ckpt = tmp_path_factory.mktemp("exported") / "tiny.pt"
+    shutil.copy(tiny_checkpoint, ckpt)
+    rc = export_cli.main(["--checkpoint", str(ckpt), "--data-dir", data_dir, "--calibration-images", "300",
+                          "--speed-repeats", "3"])
+    assert rc == 0
+    return ckpt
+
+
 # The app as it ships: one server for the session
 
 
