@@ -40,3 +40,52 @@ def tiny_checkpoint(tmp_path_factory, data_dir) -> Path:
                 "--max-train-images", "4096", "--max-test-images", "500", "--data-dir", data_dir,
                 "--no-download", "--no-progress", "--out", str(out)])
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_exported(tmp_path_factory, tiny_checkpoint, data_dir) -> Path:
+    """A copy of the tiny checkpoint with every export beside it, made and verified (on the full 10k test
+    set) by the exporter's CLI, once for the session (tests/test_export.py, tests/test_benchmark.py); returns
+    the checkpoint. Not to be changed: a test that modifies exports works on a copy of its own."""
+    import shutil
+
+    import export.__main__ as export_cli
+    ckpt = tmp_path_factory.mktemp("exported") / "tiny.pt"
+    shutil.copy(tiny_checkpoint, ckpt)
+    rc = export_cli.main(["--checkpoint", str(ckpt), "--data-dir", data_dir, "--calibration-images", "300",
+                          "--speed-repeats", "3"])
+    assert rc == 0
+    return ckpt
+
+
+# The app as it ships: one server for the session
+
+
+APP_CHECKPOINTS = Path(os.environ.get("APP_TEST_CHECKPOINTS_DIR", CHECKPOINTS))
+
+
+@pytest.fixture(scope="session")
+def shipped_server():
+    """`python app.py --checkpoints-dir checkpoints/` (or $APP_TEST_CHECKPOINTS_DIR) on a free loopback port,
+    started once and shared by every module that only calls it as it ships (tests/test_app.py, the browser
+    tests); a test that needs other flags starts its own AppServer."""
+    from tests._server import AppServer
+    if not (APP_CHECKPOINTS / "mnist_cnn.pt").is_file():
+        pytest.fail(f"{APP_CHECKPOINTS / 'mnist_cnn.pt'} is missing: the app serves the shipped checkpoints")
+    with AppServer(["--checkpoints-dir", str(APP_CHECKPOINTS)]) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def browser(shipped_server):
+    """(Chromium, the app's URL): one headless Chromium for the session, on the shared app server
+    (tests/test_browser.py and tests/test_browser_backend.py; each test opens its own browser context)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium, shipped_server.url
+        finally:
+            chromium.close()

@@ -7,7 +7,6 @@ The server serves the shipped checkpoints/ (set APP_TEST_CHECKPOINTS_DIR to serv
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import time
 import types
@@ -26,9 +25,10 @@ from export.runtime import available_backends
 from scripts.eval_drawings import make_requests, run_requests, summarise
 from scripts.make_examples import slug
 from tests._server import AppServer, free_port
+from tests.conftest import APP_CHECKPOINTS
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINTS = Path(os.environ.get("APP_TEST_CHECKPOINTS_DIR", ROOT / "checkpoints"))
+CHECKPOINTS = APP_CHECKPOINTS
 BACKENDS = available_backends()
 LIVE_KINDS = ("sketch", "jpeg", "inverted")
 N_PER_KIND = 20  # digits per kind and backend; the 1000-per-kind figure comes from scripts/eval_drawings.py
@@ -42,14 +42,16 @@ def shipped() -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(shipped):
-    with AppServer(["--checkpoints-dir", str(shipped)]) as s:
-        yield s
+def client(shipped_server) -> Client:
+    """A client of the session's server (tests/conftest.py: `python app.py --checkpoints-dir` CHECKPOINTS)."""
+    return Client(shipped_server.url, verbose=False)
 
 
 @pytest.fixture(scope="module")
-def client(server) -> Client:
-    return Client(server.url, verbose=False)
+def reader(shipped_server) -> Client:
+    """A client that takes only the answers, for tests that read the label alone: the output images stay on
+    the server (their download is checked by the tests that use `client`)."""
+    return Client(shipped_server.url, verbose=False, download_files=False)
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +73,9 @@ def png_bytes(img: Image.Image) -> bytes:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_real_digits_are_read_right_on_every_backend(client, drawings, backend):
+def test_real_digits_are_read_right_on_every_backend(reader, drawings, backend):
     # sent by 4 concurrent callers, so answers must also not get mixed up between users
-    result = summarise(drawings, run_requests(client, drawings, backend, workers=4))
+    result = summarise(drawings, run_requests(reader, drawings, backend, workers=4))
     for kind, v in result["per_kind"].items():
         assert v["correct"] >= 0.9 * N_PER_KIND, f"{backend}, {kind}: {v}"
     assert result["overall"]["accuracy"] >= 0.95, f"{backend}: {result}"
@@ -173,10 +175,10 @@ def test_api_reads_a_whole_number(client, mnist_test, tmp_path):
     assert np.array_equal(np.asarray(Image.open(found).convert("RGB")), app.where_found(arg["path"], r))
 
 
-def test_examples_gallery_is_read_right(client):
+def test_examples_gallery_is_read_right(reader):
     for path in sorted(app.EXAMPLES_DIR.glob("*.png")):
         model, name = path.stem.split("_", 1)  # mnist_7.png, fashion_ankle_boot.png
-        label, *_ = client.predict(handle_file(str(path)), "ONNX Runtime", model, api_name="/predict_upload")
+        label, *_ = reader.predict(handle_file(str(path)), "ONNX Runtime", model, api_name="/predict_upload")
         assert slug(label["label"]) == name, path.name
 
 

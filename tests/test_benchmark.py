@@ -5,10 +5,7 @@ Speed is reported by the benchmark, never asserted here: these tests check the m
 import csv
 import json
 import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import matplotlib.image
 import numpy as np
@@ -16,20 +13,16 @@ import pytest
 
 from export.benchmark import COLUMNS, ENGINE_NAMES, fastest_pytorch, format_table, main, run_benchmark, time_calls
 from export.runtime import refused_exports
+from tests.test_export import copy_exports
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU_ENGINES = ["eager", "torchscript", "ort", "ort-int8"]
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_checkpoint, tmp_path_factory):
-    """A copy of the tiny checkpoint with all its exports beside it, made by the real exporter."""
-    ckpt = tmp_path_factory.mktemp("bench") / "tiny_cnn.pt"
-    shutil.copy(tiny_checkpoint, ckpt)
-    subprocess.run([sys.executable, "-m", "export", "--checkpoint", str(ckpt), "--max-test-images", "300",
-                    "--calibration-images", "200", "--speed-repeats", "0"], cwd=ROOT, check=True,
-                   capture_output=True)
-    return ckpt
+def exported(tiny_exported, tmp_path_factory):
+    """A copy of the tiny checkpoint with all its exports beside it, made by the real exporter (once for the
+    session: tests/conftest.py)."""
+    return copy_exports(tiny_exported, tmp_path_factory.mktemp("bench"))
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests._server import AppServer
+from tests.conftest import APP_CHECKPOINTS
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINTS = Path(os.environ.get("APP_TEST_CHECKPOINTS_DIR", ROOT / "checkpoints"))
+CHECKPOINTS = APP_CHECKPOINTS  # what the shared server (tests/conftest.py) serves
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -27,21 +27,6 @@ SEVEN = [[(0.30, 0.22), (0.70, 0.22), (0.45, 0.80)]]
 FOUR = [[(0.40, 0.20), (0.30, 0.55), (0.70, 0.55)], [(0.60, 0.35), (0.60, 0.85)]]
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary: apt-get install -y chromium")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """(Chromium, the app's URL): one real app server and one browser for the module."""
-    from playwright.sync_api import sync_playwright
-
-    if not (CHECKPOINTS / "mnist_cnn.pt").is_file():
-        pytest.fail(f"{CHECKPOINTS / 'mnist_cnn.pt'} is missing: the app serves the shipped checkpoints")
-    with AppServer(["--checkpoints-dir", str(CHECKPOINTS)]) as server, sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium, server.url
-        finally:
-            chromium.close()
 
 
 def open_page(context, url: str):

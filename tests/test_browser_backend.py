@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_browser import (CHECKPOINTS, CHROMIUM, FOUR, SEVEN, TIMEOUT_MS, browser, draw, label_text,  # noqa: F401
-                                predicted, wait_for_empty_hint)
+from tests.test_browser import (CHECKPOINTS, CHROMIUM, FOUR, SEVEN, TIMEOUT_MS, draw, label_text, predicted,
+                                wait_for_empty_hint)
 
 BROWSER_BACKEND = "ONNX Runtime Web (in your browser)"
 N_PARITY = {"sketch": 300}  # drawings per engine.render kind; other sketchpad kinds: 50
@@ -51,8 +51,12 @@ class Requests:
         return [(u, t) for u, t in self.sent if t not in ids]
 
 
-def open_page(chromium, url, **context_args):
+def open_page(chromium, url, init_script: str | None = None, **context_args):
+    """A new context with the app's page open and its pad mounted; `init_script` runs before any of the
+    page's own scripts."""
     context = chromium.new_context(viewport={"width": 1280, "height": 900}, **context_args)
+    if init_script:
+        context.add_init_script(init_script)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     requests = Requests(page)
@@ -163,11 +167,7 @@ def on_pad(page):
 
 def test_without_webassembly_the_page_says_so_and_reads_on_the_server(browser):
     chromium, url = browser
-    context, page, requests = open_page(chromium, url)
-    page.add_init_script("delete window.WebAssembly")
-    page.reload()
-    page.wait_for_selector("#sketch canvas")
-    page.wait_for_function("() => document.querySelector('#web_pad .web-pad')")
+    context, page, requests = open_page(chromium, url, init_script="delete window.WebAssembly")
     try:
         choose_backend(page, BROWSER_BACKEND, wait=False)  # it does not stay chosen
         page.wait_for_function("() => document.querySelector('#timing textarea').value.includes('not available')")
@@ -192,7 +192,8 @@ async ([moduleUrl, ortUrl, wasmUrl, modelUrl, spec, drawings]) => {
   const ort = await import(new URL(ortUrl, document.baseURI).href);
   ort.env.wasm.wasmPaths = { wasm: new URL(wasmUrl, document.baseURI).href };
   ort.env.wasm.numThreads = 1;
-  const session = await ort.InferenceSession.create(new URL(modelUrl, document.baseURI).href);
+  const sessions = (window.paritySessions ??= {});  // one per model for the page, as the app's pad keeps one
+  const session = await (sessions[modelUrl] ??= ort.InferenceSession.create(new URL(modelUrl, document.baseURI).href));
   const out = [];
   for (const [b64, w, h] of drawings) {
     const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
@@ -213,8 +214,21 @@ def _kinds() -> list[str]:
     return [k for k in SKETCH_KINDS if k in KINDS]
 
 
+@pytest.fixture(scope="module")
+def parity_page(browser):
+    """A page at the app's root for the parity runs: they load the modules and the model from the app
+    themselves (the app's own page, with the pad mounted, is the tests above's)."""
+    chromium, url = browser
+    context = chromium.new_context()
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url + "config")  # a small answer from the app, so the page's URLs are the app's
+    yield page
+    context.close()
+
+
 @pytest.mark.parametrize("model,kind", [("mnist", k) for k in _kinds()] + [("fashion", "sketch")])
-def test_browser_preprocessing_matches_the_server(browser, mnist_test, model, kind):
+def test_browser_preprocessing_matches_the_server(parity_page, mnist_test, model, kind):
     """>= 99.5 % identical top-1 and previews within 1/255 (the fashion model frames drawings its own way:
     30 of them)."""
     from browser_backend import STATIC, _file_url, onnx_path
@@ -222,7 +236,6 @@ def test_browser_preprocessing_matches_the_server(browser, mnist_test, model, ki
     from engine.render import render
     from export.runtime import load_runtime
 
-    chromium, url = browser
     ckpt = CHECKPOINTS / f"{model}_cnn.pt"
     runtime = load_runtime(ckpt, "ONNX Runtime")
     spec = runtime.spec
@@ -237,16 +250,12 @@ def test_browser_preprocessing_matches_the_server(browser, mnist_test, model, ki
         alpha = np.asarray(value["layers"][0])[..., 3]
         drawings.append([base64.b64encode(zlib.compress(alpha.tobytes(), 1)).decode(), alpha.shape[1], alpha.shape[0]])
     js_spec = {"height": spec.height, "width": spec.width, "mean": spec.mean, "std": spec.std, "layout": spec.layout}
-    context, page, _ = open_page(chromium, url)
-    try:
-        got = []
-        for i in range(0, n, 50):  # a few MB per call
-            got += page.evaluate(PARITY_JS, [_file_url(STATIC / "preprocess.mjs"),
-                                             _file_url(STATIC / "ort" / "ort.wasm.bundle.min.mjs"),
-                                             _file_url(STATIC / "ort" / "ort-wasm-simd-threaded.wasm"),
-                                             _file_url(onnx_path(ckpt)), js_spec, drawings[i:i + 50]])
-    finally:
-        context.close()
+    got = []
+    for i in range(0, n, 50):  # a few MB per call
+        got += parity_page.evaluate(PARITY_JS, [_file_url(STATIC / "preprocess.mjs"),
+                                                _file_url(STATIC / "ort" / "ort.wasm.bundle.min.mjs"),
+                                                _file_url(STATIC / "ort" / "ort-wasm-simd-threaded.wasm"),
+                                                _file_url(onnx_path(ckpt)), js_spec, drawings[i:i + 50]])
     diffs = [int(np.abs(np.frombuffer(base64.b64decode(p), np.uint8).reshape(28, 28).astype(int) - s).max())
              for (p, _), s in zip(got, server_previews)]
     same_top1 = sum(t == s for (_, t), s in zip(got, server_top1))

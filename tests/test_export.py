@@ -41,14 +41,10 @@ def calib_x(data_dir) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_checkpoint, data_dir) -> Path:
-    """The tiny trained cnn exported by the CLI, verified on the full 10k test set; returns the checkpoint."""
-    ckpt = tmp_path_factory.mktemp("exported") / "tiny.pt"
-    shutil.copy(tiny_checkpoint, ckpt)
-    rc = export_cli.main(["--checkpoint", str(ckpt), "--data-dir", data_dir, "--calibration-images", "300",
-                          "--speed-repeats", "3"])
-    assert rc == 0
-    return ckpt
+def exported(tiny_exported) -> Path:
+    """The tiny trained cnn exported by the CLI, verified on the full 10k test set; returns the checkpoint
+    (tests/conftest.py, shared with tests/test_benchmark.py: tests that change files use copy_exports)."""
+    return tiny_exported
 
 
 def copy_exports(ckpt: Path, dest: Path) -> Path:

@@ -312,7 +312,8 @@ def test_upload_just_over_the_file_size_limit_is_refused(server, client, digit_f
 
 
 # ----------------------------------------------------------------------------------------------------
-# Load: 16 clients x 50 requests against one server; every answer right, no errors
+# Load: 16 clients x 15 requests against one server; every answer right, no errors (the 16 x 50 figures:
+# python tests/test_hardening.py --load)
 
 
 def load_test(url: str, files: dict[int, Path], clients: int = 16, requests: int = 50, timeout: float = 300.0,
@@ -363,10 +364,14 @@ def describe(figures: dict) -> str:
             f"{figures['req_per_s']} requests/s over {figures['wall_s']} s")
 
 
-def test_load_16_clients_x_50_requests(server, digit_files):
-    figures = load_test(server.url, digit_files, clients=16, requests=50, timeout=240)
+def test_load_16_clients_x_15_requests(server, digit_files):
+    # 16 clients keep the server saturated as in the 16 x 50 run, every client goes through each backend
+    # at least three times, and each digit is in flight from four clients at once: what makes a mixed-up
+    # answer, a thread-unsafe runtime or the shared-preview race show (that race was found at 4 of 240
+    # requests, as many as here); 50 requests each only lengthen the same pattern, for the figures
+    figures = load_test(server.url, digit_files, clients=16, requests=15, timeout=240)
     print("\nload: " + describe(figures))
-    assert figures["requests"] == 800
+    assert figures["requests"] == 240
     assert figures["problems"] == [], figures["problems"][:10]
     assert server.proc.poll() is None
 

@@ -205,9 +205,10 @@ def cache(work) -> Path:
 
 @pytest.fixture(scope="module")
 def server(cache):
-    # --max-wait 60: the soak is about memory, nothing refused as busy; --max-sessions 100: Gradio keeps
-    # ~70 KB per session (each API call is one) up to that many, reached within the soak's first tenth
-    server = start_server(cache, "--max-wait", "60", "--max-sessions", "100")
+    # --max-wait 60: the soak is about memory, nothing refused as busy; --max-sessions 20: Gradio keeps
+    # ~70 KB per session (each API call is one) up to that many, reached within the soak's first tenth, so
+    # what RSS does after it is the app's own
+    server = start_server(cache, "--max-wait", "60", "--max-sessions", "20")
     yield server
     server.stop()
 
@@ -260,11 +261,18 @@ def test_old_uploads_and_previews_are_deleted_while_serving(server, cache, tmp_p
 
 
 def test_soak_memory_files_and_threads_stay_flat(server, cache):
-    figures = soak(server, cache, total=int(os.environ.get("DIGITS_SOAK_REQUESTS", 500)))
+    total = int(os.environ.get("DIGITS_SOAK_REQUESTS", 300))
+    figures = soak(server, cache, total=total)
     print("\nsoak: " + describe(figures))
+    print("RSS MB after each tenth: " + " ".join(f"{t['rss_mb']:.0f}" for t in figures["tenths"]))
     assert figures["wrong"] == [], figures["wrong"][:10]
-    b, a = figures["before"], figures["after"]
-    assert a["rss_mb"] - b["rss_mb"] < 50, describe(figures)
+    # The first requests of each kind and the worker threads' first allocations raise RSS by some 25 MB over
+    # the first ~60 requests (the sessions are capped at 20, full after the first 20), then it creeps (+1 to
+    # +8 MB over the second half here). The 500-request version allowed 50 MB from the first tenth on, 111 KB
+    # a request, warm-up included; the same 111 KB a request now applies to the second half alone, after the
+    # warm-up: a kept upload, preview or per-request state shows at any length
+    half, a = figures["tenths"][4], figures["after"]
+    budget_mb = 50 / 450 * (total - total * 5 // 10)
     # Worker threads and connections come and go with the requests in flight, so compare the highest count
     # of each half of the soak: a leak grows with every request, the second half's peak with it.
     for what in ("fds", "threads"):
