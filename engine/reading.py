@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from engine.models import InputSpec
-from engine.preprocess import Ink, extract_ink, frame, ink_box, no_ink, preprocess_ink
+from engine.preprocess import Ink, extract_ink, frame, ink_box, model_input, no_ink, preprocess_ink, seen
 from engine.preprocess.segment import MAX_DIGITS, segment
 
 TOP_K = 3
@@ -51,15 +51,6 @@ def top_readings(probs: np.ndarray, class_names: list[str], k: int = TOP_K) -> l
     return beam
 
 
-def _model_input(frames: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """float32 (n, 28, 28) frames in [0, 1] -> the model's normalised (n, 1, 28, 28) batch, as preprocess()."""
-    return ((frames - spec.mean) / spec.std).astype(np.float32)[:, None]
-
-
-def _u8(frames: np.ndarray) -> list[np.ndarray]:
-    return [(f * 255).round().astype(np.uint8) for f in frames]
-
-
 def _one(label_probs: np.ndarray, spec: InputSpec) -> tuple[str, dict[str, float]]:
     conf = {name: float(p) for name, p in zip(spec.class_names, label_probs)}
     return max(conf, key=conf.get), conf
@@ -70,24 +61,24 @@ def read(image, spec: InputSpec, predict_proba: Callable[[np.ndarray], np.ndarra
     """Any user image -> its Reading (see the module docstring)."""
     if spec.layout != "digit" or list(spec.class_names) != DIGITS:  # objects, or classes other than digits:
         # one answer per image, framed as preprocess() frames them
-        x, seen, ink = preprocess_ink(image, spec)
+        x, preview, ink = preprocess_ink(image, spec)
         probs = predict_proba(x)
-        return Reading(*_one(probs[0], spec), [seen], probs, [ink_box(ink.ink)], ink)
+        return Reading(*_one(probs[0], spec), [preview], probs, [ink_box(ink.ink)], ink)
     ink = extract_ink(image, line=True)
 
     def classify(inks: list[np.ndarray]) -> np.ndarray:  # each piece's class probabilities
-        return predict_proba(_model_input(np.stack([frame(i, spec) for i in inks]), spec))
+        return predict_proba(model_input(np.stack([frame(i, spec) for i in inks]), spec))
 
     seg = segment(ink.line, classify, max_digits)
     if len(seg.pieces) <= 1 and ink_box(ink.ink) is not None:  # one digit: exactly as preprocess() reads it
         frames = frame(ink.ink, spec)[None]
-        probs = predict_proba(_model_input(frames, spec))
-        return Reading(*_one(probs[0], spec), _u8(frames), probs, [ink_box(ink.ink)], ink, seg.notes)
+        probs = predict_proba(model_input(frames, spec))
+        return Reading(*_one(probs[0], spec), list(seen(frames)), probs, [ink_box(ink.ink)], ink, seg.notes)
     if not seg.pieces:  # only specks
         raise no_ink(ink.kind)
     frames = np.stack([frame(p.ink, spec) for p in seg.pieces])
-    probs = predict_proba(_model_input(frames, spec))
+    probs = predict_proba(model_input(frames, spec))
     if len(seg.pieces) == 1:  # one digit, where only the line's clean-up kept it
-        return Reading(*_one(probs[0], spec), _u8(frames), probs, [seg.pieces[0].box], ink, seg.notes)
+        return Reading(*_one(probs[0], spec), list(seen(frames)), probs, [seg.pieces[0].box], ink, seg.notes)
     readings = top_readings(probs, spec.class_names)
-    return Reading(readings[0][0], dict(readings), _u8(frames), probs, [p.box for p in seg.pieces], ink, seg.notes)
+    return Reading(readings[0][0], dict(readings), list(seen(frames)), probs, [p.box for p in seg.pieces], ink, seg.notes)

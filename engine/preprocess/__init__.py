@@ -30,7 +30,8 @@ from engine.preprocess.decode import (MAX_PIXELS, SHRINK_PIXELS, EmptyInputError
 from engine.preprocess.frame import BOX, INK_THRESHOLD, ink_box, stroke_width, to_mnist_frame, to_object_frame
 from engine.preprocess.ink import ink_map, raw_ink
 
-__all__ = ["preprocess", "preprocess_ink", "extract_ink", "Ink", "frame", "ink_box", "no_ink", "PreprocessError",
+__all__ = ["preprocess", "preprocess_ink", "extract_ink", "Ink", "frame", "model_input", "seen", "ink_box", "no_ink",
+           "PreprocessError",
            "EmptyInputError", "check_size", "open_image", "ink_map", "stroke_width", "to_mnist_frame",
            "to_object_frame", "MAX_PIXELS", "SHRINK_PIXELS"]
 
@@ -64,7 +65,7 @@ def extract_ink(image, line: bool = False) -> Ink:
         raise EmptyInputError("draw something first (or upload an image)")
     ink, scale, kind, planes = raw_ink(image)
     gray = None if planes is None else planes.gray
-    page = off_page(ink, gray)  # clean.clean, its page steps done once for both kinds of writing
+    page = off_page(ink, gray)  # the page's steps done once for both kinds of writing
     ink = np.minimum(writing(page, gray is not None), 1).astype(np.float32, copy=False)
     writing_line = np.minimum(writing(page, gray is not None, line=True), 1).astype(np.float32) if line else None
     if not (ink > INK_THRESHOLD).any() and (writing_line is None or not (writing_line > INK_THRESHOLD).any()):
@@ -105,6 +106,15 @@ def preprocess_ink(image, spec: InputSpec | None = None) -> tuple[np.ndarray, np
         ink = Ink(ink.astype(np.float32, copy=False), float(scale), kind)
     else:
         ink = extract_ink(image)
-    out = frame(ink.ink, spec)
-    x = ((out - spec.mean) / spec.std).astype(np.float32)[None, None]
-    return x, (out * 255).round().astype(np.uint8), ink
+    out = frame(ink.ink, spec)[None]
+    return model_input(out, spec), seen(out)[0], ink
+
+
+def model_input(frames: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """float32 (n, h, w) frames in [0, 1] -> the model's batch (n, 1, h, w), normalised with its mean/std."""
+    return ((frames - spec.mean) / spec.std).astype(np.float32)[:, None]
+
+
+def seen(frames: np.ndarray) -> np.ndarray:
+    """float32 frames in [0, 1] -> uint8: what the model saw, as an image."""
+    return (frames * 255).round().astype(np.uint8)

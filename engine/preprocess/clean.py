@@ -1,7 +1,8 @@
 """Clean-up step: an ink map -> only the ink that belongs to the writing.
 
-    from engine.preprocess.clean import clean
-    ink = clean(ink, gray)   # gray: the luma of an opaque image (photo, scan); None for a sketch's alpha
+    from engine.preprocess.clean import off_page, writing
+    page = off_page(ink, gray)                 # gray: the luma of an opaque image (photo, scan); None for a
+    ink = writing(page, gray is not None)      # sketch's alpha. line=True: the next digits of a number too
 
 1. outside_paper: in a photo the page may not fill the frame; the table (a wide dark area touching the
    image's edge, found on a small Otsu-thresholded copy: what survives an opening wider than any stroke) and
@@ -343,10 +344,3 @@ def writing(ink: np.ndarray, photo: bool, line: bool = False) -> np.ndarray:
         if faint.any():
             ink = keep_writing(np.where(faint, 0, ink), photo, line)
     return ink
-
-
-def clean(ink: np.ndarray, gray: np.ndarray | None, line: bool = False) -> np.ndarray:
-    """Ink map -> the ink of the writing alone (see the module's docstring). gray: the luma of an opaque
-    image (a photo, a scan: the page, lines and the image's edge are looked at); None for a sketch or a
-    transparent drawing. line: keep the next digits of a number too (keep_writing)."""
-    return writing(off_page(ink, gray), gray is not None, line)
