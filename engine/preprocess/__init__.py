@@ -19,6 +19,7 @@ a file path. Data flows one way through the package's modules:
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,14 +27,19 @@ import numpy as np
 from engine.models import InputSpec
 from engine.preprocess.clean import off_page, writing
 from engine.preprocess.decode import (MAX_PIXELS, SHRINK_PIXELS, EmptyInputError, PreprocessError, check_size,
-                                      open_image)
+                                      decode_window, open_image)
 from engine.preprocess.frame import BOX, INK_THRESHOLD, ink_box, stroke_width, to_mnist_frame, to_object_frame
-from engine.preprocess.ink import ink_map, raw_ink
+from engine.preprocess.ink import ink_from_planes, ink_map, raw_ink
 
 __all__ = ["preprocess", "preprocess_ink", "extract_ink", "Ink", "frame", "model_input", "seen", "ink_box", "no_ink",
            "PreprocessError",
            "EmptyInputError", "check_size", "open_image", "ink_map", "stroke_width", "to_mnist_frame",
            "to_object_frame", "MAX_PIXELS", "SHRINK_PIXELS"]
+
+SMALL_WRITING = 28   # writing smaller than this (ink-map pixels, its longest side) in a reduced-scale upload
+READ_AT = 64         # ... is read again where it is, finely enough to be about this tall,
+WINDOW = 5           # ... in a window this many times its size, and at least this many pixels wide there
+WINDOW_MIN = 384     # (a ruled line must be long against its width to be told from a stroke)
 
 
 @dataclass
@@ -65,12 +71,57 @@ def extract_ink(image, line: bool = False) -> Ink:
         raise EmptyInputError("draw something first (or upload an image)")
     ink, scale, kind, planes = raw_ink(image)
     gray = None if planes is None else planes.gray
-    page = off_page(ink, gray)  # the page's steps done once for both kinds of writing
-    ink = np.minimum(writing(page, gray is not None), 1).astype(np.float32, copy=False)
-    writing_line = np.minimum(writing(page, gray is not None, line=True), 1).astype(np.float32) if line else None
+    ink, writing_line = _writing(ink, gray, line)
+    if planes is not None and scale > 1:  # an upload read at reduced scale: is its writing too small there?
+        closer = _read_closer(image, ink, scale, line)
+        if closer is not None:
+            ink, writing_line, scale = closer
     if not (ink > INK_THRESHOLD).any() and (writing_line is None or not (writing_line > INK_THRESHOLD).any()):
         raise no_ink(kind)
     return Ink(ink, float(scale), kind, writing_line)
+
+
+def _writing(ink: np.ndarray, gray: np.ndarray | None, line: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw ink -> (the writing, its whole line or None): the clean-up steps (gray: an opaque image's luma)."""
+    page = off_page(ink, gray)  # the page's steps done once for both kinds of writing
+    found = np.minimum(writing(page, gray is not None), 1).astype(np.float32, copy=False)
+    return found, np.minimum(writing(page, gray is not None, line=True), 1).astype(np.float32) if line else None
+
+
+def _read_closer(image, ink: np.ndarray, scale: float, line: bool):
+    """A large upload is decoded at reduced scale (decode.py); when the writing found there is smaller than
+    SMALL_WRITING (a digit one ruled line high on a whole page, a small digit in a phone photo), its strokes
+    have merged: a window around it (WINDOW times its size, so the paper, the ruled lines and the table
+    around it are there too; at least WINDOW_MIN pixels) is decoded again, finely enough that the writing is READ_AT pixels tall, and
+    cleaned up on its own. -> (writing, line, scale) on a map of the whole image at the finer scale, or None
+    when the writing is not small, no finer read is possible, or nothing is found in the window."""
+    box = ink_box(ink)
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    size = max(x1 - x0, y1 - y0)
+    if size >= SMALL_WRITING:
+        return None
+    in_memory = not isinstance(image, (str, os.PathLike, bytes, bytearray, dict))
+    factor = 1 if in_memory else 2 ** int(np.clip(np.floor(np.log2(scale * size / READ_AT)), 0, 3))
+    if factor >= scale:
+        return None
+    h, w = (round(n * scale) for n in ink.shape)  # the original (upright) image
+    cx, cy = (x0 + x1) / 2 * scale, (y0 + y1) / 2 * scale
+    half = max(WINDOW * size * scale, WINDOW_MIN * factor) / 2
+    wx0, wy0 = (max(0, int(c - half)) // factor * factor for c in (cx, cy))
+    wx1, wy1 = min(w, int(cx + half) + 1), min(h, int(cy + half) + 1)
+    d = decode_window(image, (wx0, wy0, wx1, wy1), factor)
+    near, near_line = _writing(ink_from_planes(d), d.gray, line)
+    if not (near > INK_THRESHOLD).any():
+        return None
+    shape = (-(-h // factor), -(-w // factor))
+    def placed(a: np.ndarray) -> np.ndarray:
+        out = np.zeros(shape, np.float32)
+        view = out[wy0 // factor:wy0 // factor + a.shape[0], wx0 // factor:wx0 // factor + a.shape[1]]
+        view[...] = a[:view.shape[0], :view.shape[1]]
+        return out
+    return placed(near), None if near_line is None else placed(near_line), float(factor)
 
 
 def no_ink(kind: str) -> EmptyInputError:

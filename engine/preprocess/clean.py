@@ -29,7 +29,8 @@ ANALYSIS = 256           # the page is found on a copy this many pixels on its l
 SOLID = 0.12             # a table is dark and wider than this fraction of the shorter side (no stroke is)
 SHARP = 0.3              # ... and its boundary is a step, not a soft shadow's edge (see outside_paper)
 TABLE_STEP = 0.2         # ... and darker than the page by at least this (of full scale)
-EDGE_BAND = 0.02         # and ink this close to it (fraction of the shorter side) is the paper's edge
+EDGE_BAND = 0.02         # and ink this close to it (fraction of the shorter side) is the paper's edge,
+TABLE_SHARE = 0.5        # ... and so is ink whose component lies at least this much in that region
 LINES_AT = 512           # lines are looked for on a copy this many pixels on its longest side
 LINE_LENGTH = 0.4        # a ruled line runs straight for at least this fraction of the image's width (height)
 LINE_TILT = 8            # ... within this many degrees of level (plumb)
@@ -38,11 +39,13 @@ LINE_LEVEL = 0.9         # a line's darkness: this quantile of the ink on it (it
 LINE_SECTIONS = 16       # ... measured in this many stretches along it, the median taken
 LINE_JOIN_ANGLE = 0.02   # pieces of one line: directions within this (radians, about 1 degree) and
 LINE_JOIN_GAP = 2.5      # ... ends within this many pixels (of the small copy) of the longest piece's line
+RULED_FAMILY = 3         # a shorter piece is a ruled line too when this many others run parallel to it
 EDGE_CONTACT = 0.15      # ink touching the image's edge along this fraction of a side is the table or
                          # the paper's edge, and so is ink touching two opposite edges
 JOIN = 0.06              # a component joins the writing within JOIN + JOIN_SIZE * sqrt(its share of the
 JOIN_SIZE = 0.4          # core's ink) times the core's size; a tiny speck must almost touch it
-LEVEL_SLIVER = 6         # a component this many times wider than tall is no digit's core
+LEVEL_SLIVER = 6         # a component this many times wider than tall is no digit's core, and in a photo
+SLIVER_OVER = 0.5        # ... joins the writing only if this share of its length lies over the writing
 SPECK = 0.0002           # components smaller than this fraction of the image (and of 4 px) are noise
 PHOTO_FLOOR = 16         # ... but in a photo a component of this many pixels may be the digit's core
 FAINT = 0.15             # in a photo, ink under this fraction of the writing's firm ink is not the writing
@@ -148,12 +151,19 @@ def find_lines(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int],
     lines = []
     if segs is None:
         return lines
-    for seg, covered in _collinear(segs.reshape(-1, 4).astype(np.float64)):
+    groups = _collinear(segs.reshape(-1, 4).astype(np.float64))
+    # Ruled lines come as a family: parallel, one above the other. A faint line that noise broke into
+    # dashes shows only a piece of itself (each piece is at least half a line's length: the transform's
+    # minimum); with RULED_FAMILY others parallel to it, it is one of the family all the same.
+    angle = np.array([np.arctan2(seg[3] - seg[1], seg[2] - seg[0]) % np.pi for seg, _ in groups])
+    turn = np.abs(angle[:, None] - angle[None, :])
+    parallel = (np.minimum(turn, np.pi - turn) < LINE_JOIN_ANGLE).sum(axis=1) - 1
+    for (seg, covered), family in zip(groups, parallel):
         x0, y0, x1, y1 = seg / f
         dx, dy = abs(x1 - x0), abs(y1 - y0)
         length = np.hypot(dx, dy)
         tilt = np.degrees(np.arctan2(min(dx, dy), max(dx, dy)))
-        if tilt > LINE_TILT or covered / f < LINE_LENGTH * (w if dx > dy else h):
+        if tilt > LINE_TILT or covered / f < LINE_LENGTH * (w if dx > dy else h) and family < RULED_FAMILY:
             continue
         # how thick: the ink in a band along the segment, wide enough to hold a stroke too thick to be a line
         band = np.zeros_like(mask)
@@ -296,8 +306,9 @@ def keep_writing(ink: np.ndarray, photo: bool = False, line: bool = False) -> np
         floor = max(4.0, min(floor, 0.1 * areas[core]))
     boxes = stats[:, :4].astype(np.float64)  # x, y, w, h
     size = max(boxes[core, 2], boxes[core, 3])
+    sliver = stats[:, 2] > LEVEL_SLIVER * stats[:, 3]
     if photo:  # a level sliver longer than the digit is what is left of a ruled line, not a 5's or 7's bar
-        edge = edge | ((stats[:, 2] > LEVEL_SLIVER * stats[:, 3]) & (stats[:, 2] > size))
+        edge = edge | (sliver & (stats[:, 2] > size))
     kept = {core}
     x0, y0 = boxes[core, 0], boxes[core, 1]
     x1, y1 = x0 + boxes[core, 2], y0 + boxes[core, 3]
@@ -311,10 +322,15 @@ def keep_writing(ink: np.ndarray, photo: bool = False, line: bool = False) -> np
             gap = max(x0 - (bx + bw), bx - x1, y0 - (by + bh), by - y1, 0)
             beside = line and (bh >= NEXT_TALL * boxes[core, 3] and min(y1, by + bh) - max(y0, by) >= NEXT_LEVEL * bh
                                and max(x0 - (bx + bw), bx - x1) <= NEXT_GAP * boxes[core, 3])
+            if photo and sliver[i] and min(x1, bx + bw) - max(x0, bx) < SLIVER_OVER * bw:
+                continue  # a level sliver mostly beside the writing: a dash of a ruled line, not a 5's bar
             if beside or gap <= size * (JOIN + JOIN_SIZE * np.sqrt(areas[i] / areas[core])):
                 kept.add(i)
-                x0, y0, x1, y1 = min(x0, bx), min(y0, by), max(x1, bx + bw), max(y1, by + bh)
-                grew = True
+                # In a photo a level sliver (a 5's bar, or a dash of a faint ruled line that noise broke
+                # up) joins but brings nothing else in reach: dashes of ruled lines would chain across the page.
+                if not (photo and sliver[i]):
+                    x0, y0, x1, y1 = min(x0, bx), min(y0, by), max(x1, bx + bw), max(y1, by + bh)
+                    grew = True
     lut = np.zeros(n, np.float32)
     lut[[i + 1 for i in kept]] = 1
     if line:
@@ -329,8 +345,18 @@ def off_page(ink: np.ndarray, gray: np.ndarray | None) -> np.ndarray:
         return ink
     outside = outside_paper(gray)
     if outside is not None:
-        ink = ink * ~outside
+        ink = ink * ~(outside | _table_ink(ink, outside))
     return remove_lines(ink)
+
+
+def _table_ink(ink: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """bool HxW: the ink that runs on from the region outside the page (most of its component lies there):
+    a strip of table too narrow for outside_paper along another edge, whose piece beyond the removed region
+    would otherwise be left as a solid blob on the page."""
+    n, labels = cv2.connectedComponents(_binary(ink), connectivity=8)
+    share = np.bincount(labels[outside], minlength=n) / np.maximum(np.bincount(labels.ravel(), minlength=n), 1)
+    share[0] = 0
+    return (share >= TABLE_SHARE)[labels]
 
 
 def writing(ink: np.ndarray, photo: bool, line: bool = False) -> np.ndarray:

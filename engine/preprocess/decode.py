@@ -38,13 +38,13 @@ class EmptyInputError(PreprocessError):
     pass
 
 
-def open_image(source, reduce: bool = False) -> Image.Image:
+def open_image(source, reduce: bool = False, factor: int | None = None) -> Image.Image:
     """Open a path, bytes or file object as a PIL image, refusing oversized or broken files clearly.
 
     reduce: let a JPEG over SHRINK_PIXELS decode at 1/2, 1/4 or 1/8 scale (libjpeg skips most of the
     work), still at least about SHRINK_PIXELS, or DRAFT_PIXELS for a phone photo over 4 MP (a 3.3 MB 12 MP
     photo: 1/8, about 40 ms on the 2-core EPYC, most of it Huffman decoding); the image's info["full_size"]
-    keeps the file's own size."""
+    keeps the file's own size. factor: decode a JPEG at this reduction (1, 2, 4 or 8) instead."""
     try:
         img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
     except UnidentifiedImageError as e:
@@ -56,8 +56,9 @@ def open_image(source, reduce: bool = False) -> Image.Image:
     check_size(img)
     img.info["full_size"] = img.size
     w, h = img.size  # a phone photo (over 4 MP) decodes far smaller: its digit is still 40+ px tall there
-    factor = _shrink_factor(w, h, DRAFT_PIXELS if w * h > 4 * SHRINK_PIXELS else SHRINK_PIXELS)
-    if reduce and factor > 1 and img.format == "JPEG" and img.mode in ("L", "RGB", "CMYK"):
+    if factor is None:
+        factor = _shrink_factor(w, h, DRAFT_PIXELS if w * h > 4 * SHRINK_PIXELS else SHRINK_PIXELS) if reduce else 1
+    if factor > 1 and img.format == "JPEG" and img.mode in ("L", "RGB", "CMYK"):
         img.draft(img.mode, (img.size[0] // factor, img.size[1] // factor))
     try:
         img.load()
@@ -178,3 +179,32 @@ def decode(value) -> Decoded:
     if isinstance(value, dict) and "path" in value:  # a gradio FileData-like dict
         return _to_gray_alpha(open_image(value["path"], reduce=True))
     raise PreprocessError(f"unsupported image input of type {type(value).__name__}")
+
+
+def decode_window(value, box: tuple[int, int, int, int], factor: int = 1) -> Decoded:
+    """Part of an input read again more finely than decode() read the whole: box = (x0, y0, x1, y1) in
+    original (EXIF-upright) pixels, x0 and y0 multiples of factor; a file decoded at 1/factor of its size
+    (a JPEG at that DCT scale: factor 1, 2, 4 or 8), an image or array in memory at full size (factor must be
+    1 then). The Decoded covers the box; its scale is the file's pixels per plane pixel."""
+    x0, y0, x1, y1 = box
+    if isinstance(value, (str, os.PathLike, bytes, bytearray)) or isinstance(value, dict) and "path" in value:
+        img = open_image(value["path"] if isinstance(value, dict) else value, factor=factor)
+        full_w, full_h = img.info["full_size"]
+        upright = ImageOps.exif_transpose(img)
+        turned = upright.size != img.size
+        s = (full_h if turned else full_w) / upright.size[0]  # the DCT scale the decoder chose
+        if s < factor:  # not a JPEG, or one the decoder read at a finer scale: reduce the window itself
+            window = upright.crop((round(x0 / s), round(y0 / s), round(x1 / s), round(y1 / s)))
+            window = window.reduce(max(1, round(factor / s)))
+        else:
+            window = upright.crop((x0 // factor, y0 // factor, -(-x1 // factor), -(-y1 // factor)))
+        d = _to_gray_alpha(window)
+        d.scale = float(factor)
+        return d
+    if factor != 1:
+        raise ValueError("an image or array in memory is read again at full size (factor 1)")
+    if isinstance(value, Image.Image):
+        return _to_gray_alpha(ImageOps.exif_transpose(value).crop(box))
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    return _from_array(np.asarray(value)[y0:y1, x0:x1])

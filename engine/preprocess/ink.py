@@ -27,6 +27,7 @@ PEAK_FRACTION = 0.3     # seeds are at least this fraction of the image's strong
 UNIFORM = 0.1           # paper spreading less than this share of the ink's contrast (std) is one level
 EDGE_INK = 0.1          # ... unless more than this share of the image's edge is not paper (a table)
 PAPER_STEP = 0.25       # the polarity is judged where the paper's brightness changes by less than this nearby
+PAPER_NEAR = 3          # ... and near a step in it, against a median this many times narrower
 
 
 def is_sketch(value) -> bool:
@@ -142,14 +143,22 @@ def dark_ink(d: Decoded) -> bool:
     u8 = (small * 255).round().astype(np.uint8)
     k = min(_odd(PAPER_KERNEL * min(small.shape)), 255)
     paper = cv2.medianBlur(u8, k).astype(np.float32)
+    # Near a step in the paper's light (the page's edge in a photo, a table beyond it) the wide median lags
+    # behind the step by half its kernel, and a strip of the page would look like light ink, or the table
+    # like dark ink; a digit written near the page's edge lies in that strip. There a median a third as
+    # wide, still wider than a small digit's strokes, stands for the paper: it lags a third as far.
+    k2 = _odd(k / PAPER_NEAR)
+    square = np.ones((k, k), np.uint8)
+    stepped = (cv2.dilate(paper, square) - cv2.erode(paper, square)) > 255 * PAPER_STEP
+    if stepped.any():
+        paper = np.where(stepped, cv2.medianBlur(u8, k2).astype(np.float32), paper)
     diff = u8.astype(np.float32) - paper
     s = diff[::2, ::2] if diff.size > 4096 else diff
     noise = 1.4826 * float(np.median(np.abs(s - np.median(s))))
     off = np.abs(diff) > max(255 * MIN_CONTRAST, NOISE_SIGMAS * noise)
-    # Only where the paper estimate is smooth: within a kernel of the page's edge in a photo (a step from
-    # paper to table) the median lags behind the edge, and a strip of the page would look like light ink.
-    # A digit filling the picture makes steps of its own: where nothing is left, judge everywhere.
-    square = np.ones((k, k), np.uint8)
+    # Only where that estimate is smooth: what is left of its lag right at a step is no ink either. A digit
+    # filling the picture makes steps of its own: where nothing is left, judge everywhere.
+    square = np.ones((k2, k2), np.uint8)
     smooth = off & ((cv2.dilate(paper, square) - cv2.erode(paper, square)) <= 255 * PAPER_STEP)
     if smooth.sum() >= max(10, off.sum() / 20):
         off = smooth
