@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import CHECKPOINTS
-from engine.preprocess import EmptyInputError, extract_ink, frame, preprocess
+from engine.preprocess import EmptyInputError, extract_ink, frame, ink_box, preprocess
 from engine.preprocess.clean import keep_writing, remove_lines
 from engine.render import KINDS, render
 
@@ -89,6 +89,41 @@ def test_polarity_follows_the_paper_not_the_border():
     _stroke(photo, (500, 250), (520, 380), 8)
     photo[photo == 1.0] = 0.1                            # the stroke in dark ink
     assert dark_ink(decode(photo))
+
+
+def test_polarity_of_a_digit_near_the_pages_edge():
+    from engine.preprocess.decode import decode
+    from engine.preprocess.ink import dark_ink
+    photo = 0.95 - 0.35 * np.arange(800, dtype=np.float32)[None, :].repeat(600, 0) / 800  # light falling off
+    photo[:, :200] = photo[450:, :] = 0.25               # a table beyond two edges of the page
+    _stroke(photo, (225, 300), (235, 380), 6)            # a 7 just inside the page's corner, in dark ink
+    _stroke(photo, (225, 300), (260, 300), 6)
+    photo[photo == 1.0] = 0.15
+    assert dark_ink(decode(photo))
+
+
+def test_faint_ruled_lines_broken_into_dashes_are_removed():
+    rng = np.random.default_rng(0)
+    ink = np.zeros((600, 800), np.float32)
+    for y in range(40, 600, 40):                         # each line shows over a third of the page, in dashes
+        x0 = int(rng.integers(0, 520))
+        ink[y:y + 2, x0:x0 + 280] = np.repeat(rng.random(70) < 0.7, 4) * 0.4
+    _stroke(ink, (400, 250), (420, 360), 7)
+    out = remove_lines(ink)
+    assert not out[:, :300].any() and not out[:, 500:].any() and out[300, 410] > 0
+
+
+def test_small_writing_in_a_large_jpeg_is_read_at_full_scale(tmp_path):
+    page = np.full((1400, 1400), 225, np.uint8)          # 2 MP: decoded at half scale
+    _stroke(page, (700, 690), (716, 690), 3)             # a 7 only 26 px tall: 13 px there
+    _stroke(page, (716, 690), (704, 716), 3)
+    page[page == 1] = 40
+    path = tmp_path / "page.jpg"
+    Image.fromarray(page).save(path, quality=92)
+    ink = extract_ink(str(path))
+    assert ink.scale == 1 and ink.ink.shape == (1400, 1400)
+    x0, y0, x1, y1 = ink_box(ink.ink)
+    assert abs(x0 - 699) <= 3 and abs(y1 - 718) <= 3
 
 
 def test_a_soft_shadow_is_not_a_table_and_a_sharp_dark_edge_is():

@@ -9,7 +9,8 @@
    a band along its edge are not ink.
 2. remove_lines: ruled and margin lines, long thin straight structures running across the page in any
    colour (the ink map holds coloured lines as ink: it is made from the darkest channel), found by a Hough
-   transform, nearly level or plumb; where a stroke crosses a line the stroke is kept.
+   transform, nearly level or plumb (a shorter piece too when several run parallel to it: a faint line
+   broken into dashes); where a stroke crosses a line the stroke is kept.
 3. keep_writing: connected components (OpenCV); in a photo, what touches the image's edge broadly or spans
    it is the region outside the paper (a dark table: the local light estimate turns a strip of it into
    "ink") or the paper's edge, and is dropped. The largest remaining component is the writing's core and
@@ -172,8 +173,26 @@ def find_lines(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int],
         if thickness * LINE_SLENDER > covered / f or thickness > 0.05 * min(h, w):
             continue
         (ax, ay), (bx, by) = _fit_line(mask, (x0, y0), (x1, y1), int(np.ceil(thickness)) + 2 + int(2 / f))
-        lines.append(((ax, ay), (bx, by), int(np.ceil(thickness)) + 2 + int(1 / f)))
+        thick = int(np.ceil(thickness)) + 2 + int(1 / f)
+        # A piece of a line already found, at a slightly different angle (a stroke in line with its dash):
+        # drawn again it would only widen the band removed across the writing.
+        if any(_same_line(((ax, ay), (bx, by)), line[:2], max(thick, line[2]), h, w) for line in lines):
+            continue
+        lines.append(((ax, ay), (bx, by), thick))
     return lines
+
+
+def _same_line(p, q, within: float, h: int, w: int) -> bool:
+    """Whether lines p and q (pairs of ends) run within `within` pixels of each other across the image."""
+    def across(line, t, level):
+        (ax, ay), (bx, by) = line
+        if level:
+            return ay + (t - ax) * (by - ay) / (bx - ax) if bx != ax else np.inf
+        return ax + (t - ay) * (bx - ax) / (by - ay) if by != ay else np.inf
+    level = abs(p[1][0] - p[0][0]) >= abs(p[1][1] - p[0][1])
+    if level != (abs(q[1][0] - q[0][0]) >= abs(q[1][1] - q[0][1])):
+        return False
+    return all(abs(across(p, t, level) - across(q, t, level)) <= within for t in (0, w if level else h))
 
 
 def _fit_line(mask: np.ndarray, a, b, width: int) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -3,6 +3,7 @@ alpha as float32 arrays in [0, 1], plus the factor from those arrays' pixels to 
 
     from engine.preprocess.decode import decode
     img = decode("photo.jpg")   # Decoded(gray, dark, light, alpha, scale); alpha is None for opaque images
+    part = decode_window("photo.jpg", (x0, y0, x1, y1), 2)  # a window of it, read again at 1/2 scale
 
 Sizes are checked from the header before any pixel is decoded (decompression bombs), EXIF orientation is
 honoured, a large JPEG is decoded at reduced scale (PIL's draft(): libjpeg skips most of the work) and any
