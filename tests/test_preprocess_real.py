@@ -39,6 +39,13 @@ def test_a_fives_separate_bar_and_a_two_stroke_four_are_kept():
     assert keep_writing(four)[300, 233] == 1 and keep_writing(four)[150, 135] == 1
 
 
+def test_in_a_photo_ink_far_fainter_than_the_digit_is_dropped():
+    ink = _stroke(np.zeros((400, 500), np.float32), (150, 100), (170, 300), 9)  # a 1 in firm pencil
+    cv2.line(ink, (230, 60), (400, 330), 0.25, 15)                                # a soft shadow's edge beside it
+    out = keep_writing(ink, photo=True)
+    assert out[200, 160] > 0 and out[200, 312] == 0
+
+
 def test_ruled_lines_are_removed_and_the_stroke_across_them_kept():
     ink = np.zeros((600, 800), np.float32)
     for y in range(40, 600, 48):

@@ -49,7 +49,8 @@ LEVEL_SLIVER = 6         # a component this many times wider than tall is no dig
 SLIVER_OVER = 0.5        # ... joins the writing only if this share of its length lies over the writing
 SPECK = 0.0002           # components smaller than this fraction of the image (and of 4 px) are noise
 PHOTO_FLOOR = 16         # ... but in a photo a component of this many pixels may be the digit's core
-FAINT = 0.15             # in a photo, ink under this fraction of the writing's firm ink is not the writing
+FAINT = 0.15             # in a photo, ink under this fraction of the writing's firm ink is not the writing,
+FAINT_PART = 0.35        # ... nor a component whose mean ink is under this fraction of the core's
 NEXT_TALL = 0.5          # reading a number: the next digit is at least this x the core's height, and
 NEXT_LEVEL = 0.5         # ... this share of its height is level with the writing, and
 NEXT_GAP = 1.5           # ... it is within this many core heights of the writing, left or right
@@ -328,6 +329,14 @@ def keep_writing(ink: np.ndarray, photo: bool = False, line: bool = False) -> np
     sliver = stats[:, 2] > LEVEL_SLIVER * stats[:, 3]
     if photo:  # a level sliver longer than the digit is what is left of a ruled line, not a 5's or 7's bar
         edge = edge | (sliver & (stats[:, 2] > size))
+        # and ink far fainter on average than the core's is no part of it (one pen wrote the digit): the
+        # edge of a soft shadow, a faint line's residue. Measured over each component's firm ink (a faint
+        # haze of paper texture may hang on to a stroke); ink over 1 counts as 1: firmer than most of the
+        # image's ink is firm (see ink._ink), however much firmer.
+        firm = np.minimum(ink, 1) * (ink > INK_THRESHOLD)
+        count = np.bincount(labels.ravel(), weights=(firm > 0).ravel(), minlength=n)[1:]
+        mean = np.bincount(labels.ravel(), weights=firm.ravel(), minlength=n)[1:] / np.maximum(count, 1)
+        edge = edge | (mean < FAINT_PART * mean[core])
     kept = {core}
     x0, y0 = boxes[core, 0], boxes[core, 1]
     x1, y1 = x0 + boxes[core, 2], y0 + boxes[core, 3]
