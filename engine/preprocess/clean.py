@@ -301,13 +301,26 @@ def keep_writing(ink: np.ndarray, photo: bool = False, line: bool = False) -> np
     haze that hangs on to one digit (uneven light) must not tie it to the image's edge; each kept component
     keeps its faint rim (one pixel around it)."""
     mask = (ink > INK_THRESHOLD).astype(np.uint8) if line else _binary(ink)
+    if not photo:  # a drawing: only its inked rectangle (and the rim around it) is labelled, for speed;
+        x, y, w, h = cv2.boundingRect(mask)  # the components, their order and the result are the same
+        if w == 0:
+            return ink
+        x0, y0, x1, y1 = max(x - 1, 0), max(y - 1, 0), min(x + w + 1, ink.shape[1]), min(y + h + 1, ink.shape[0])
+        out = np.zeros_like(ink)
+        out[y0:y1, x0:x1] = _keep(ink[y0:y1, x0:x1], mask[y0:y1, x0:x1], mask.size, False, line)
+        return out
+    return _keep(ink, mask, mask.size, photo, line)
+
+
+def _keep(ink: np.ndarray, mask: np.ndarray, area: int, photo: bool, line: bool) -> np.ndarray:
+    """keep_writing on ink and its binary mask; area: the whole input's pixels (the speck floor's scale)."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n <= 1:
         return ink
     stats = stats[1:]
     areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
     edge = _at_edge(labels, n) if photo else np.zeros(len(areas), bool)
-    floor = max(4.0, SPECK * mask.size)
+    floor = max(4.0, SPECK * area)
     # In a photo a digit may be small against the page (one ruled line high on a whole sheet): the floor is
     # then set by the core, so a piece of it (a 5's bar) still joins it.
     inner = np.where(~edge & (areas >= (PHOTO_FLOOR if photo else floor)))[0]

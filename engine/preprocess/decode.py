@@ -4,6 +4,7 @@ alpha as float32 arrays in [0, 1], plus the factor from those arrays' pixels to 
     from engine.preprocess.decode import decode
     img = decode("photo.jpg")   # Decoded(gray, dark, light, alpha, scale); alpha is None for opaque images
     part = decode_window("photo.jpg", (x0, y0, x1, y1), 2)  # a window of it, read again at 1/2 scale
+    layer = decode(layer, alpha_only=True)  # a sketch layer: its alpha alone (the colour planes are None)
 
 Sizes are checked from the header before any pixel is decoded (decompression bombs), EXIF orientation is
 honoured, a large JPEG is decoded at reduced scale (PIL's draft(): libjpeg skips most of the work) and any
@@ -99,10 +100,11 @@ def shrink(img: Image.Image) -> tuple[Image.Image, int]:
 @dataclass
 class Decoded:
     """One decoded image: float32 HxW planes in [0, 1] (dark/light equal gray for a grayscale image), the
-    alpha plane or None, and scale = original (EXIF-upright) image pixels per plane pixel."""
-    gray: np.ndarray
-    dark: np.ndarray
-    light: np.ndarray
+    alpha plane or None, and scale = original (EXIF-upright) image pixels per plane pixel. Decoded with
+    alpha_only, an image with an alpha plane has no colour planes (None)."""
+    gray: np.ndarray | None
+    dark: np.ndarray | None
+    light: np.ndarray | None
     alpha: np.ndarray | None
     scale: float
 
@@ -111,9 +113,12 @@ def _float(a: np.ndarray) -> np.ndarray:
     return a.astype(np.float32) * np.float32(1 / 255) if a.dtype == np.uint8 else a
 
 
-def _planes(a: np.ndarray, alpha: np.ndarray | None, scale: float) -> Decoded:
+def _planes(a: np.ndarray, alpha: np.ndarray | None, scale: float, alpha_only: bool = False) -> Decoded:
     """uint8 (0..255) or float32 (0..1) HxW or HxWx3 -> Decoded (OpenCV per-pixel channel min/max: numpy's
-    reduction over the last axis of a 12 MP photo's copy takes ~100 ms)."""
+    reduction over the last axis of a 12 MP photo's copy takes ~100 ms). alpha_only: where there is an alpha
+    plane, skip the colour planes (a sketch layer's strokes are its alpha: half the sketchpad's decoding)."""
+    if alpha_only and alpha is not None:
+        return Decoded(None, None, None, alpha, scale)
     a = np.ascontiguousarray(a)
     if a.ndim == 2:
         g = _float(a)
@@ -123,7 +128,7 @@ def _planes(a: np.ndarray, alpha: np.ndarray | None, scale: float) -> Decoded:
                    _float(cv2.max(cv2.max(r, g), b)), alpha, scale)
 
 
-def _to_gray_alpha(img: Image.Image) -> Decoded:
+def _to_gray_alpha(img: Image.Image, alpha_only: bool = False) -> Decoded:
     """Any PIL image, whatever the mode (16-bit, palette, CMYK...) -> Decoded."""
     full_w, full_h = img.info.get("full_size", img.size)  # before a reduced-scale JPEG decode
     upright = ImageOps.exif_transpose(img)  # photos taken sideways
@@ -137,13 +142,13 @@ def _to_gray_alpha(img: Image.Image) -> Decoded:
         return _planes((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a), None, scale)
     if img.mode == "P" and "transparency" in img.info or img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = np.asarray(img.convert("RGBA"))
-        return _planes(rgba[..., :3], _float(rgba[..., 3]), scale)
+        return _planes(rgba[..., :3], _float(rgba[..., 3]), scale, alpha_only)
     if img.mode in ("L", "1"):
         return _planes(np.asarray(img.convert("L")), None, scale)
     return _planes(np.asarray(img.convert("RGB")), None, scale)
 
 
-def _from_array(a: np.ndarray) -> Decoded:
+def _from_array(a: np.ndarray, alpha_only: bool = False) -> Decoded:
     a = np.asarray(a)
     factor = 1
     if a.dtype == np.uint8 and a.ndim >= 2 and a.shape[0] * a.shape[1] > SHRINK_PIXELS and (
@@ -162,23 +167,23 @@ def _from_array(a: np.ndarray) -> Decoded:
         return _planes(a, None, float(factor))
     if a.ndim == 3 and a.shape[2] in (1, 2, 3, 4):
         color, alpha = (a[..., :-1], _float(a[..., -1])) if a.shape[2] in (2, 4) else (a, None)
-        return _planes(color if color.shape[2] == 3 else color[..., 0], alpha, float(factor))
+        return _planes(color if color.shape[2] == 3 else color[..., 0], alpha, float(factor), alpha_only)
     raise PreprocessError(f"expected an image array of shape HxW, HxWx3 or HxWx4, got {a.shape}")
 
 
-def decode(value) -> Decoded:
-    """Any supported single image -> Decoded."""
+def decode(value, alpha_only: bool = False) -> Decoded:
+    """Any supported single image -> Decoded (alpha_only: see Decoded)."""
     if isinstance(value, Image.Image):
         check_size(value)
-        return _to_gray_alpha(value)
+        return _to_gray_alpha(value, alpha_only)
     if isinstance(value, np.ndarray):
-        return _from_array(value)
+        return _from_array(value, alpha_only)
     if isinstance(value, torch.Tensor):
-        return _from_array(value.detach().cpu().numpy())
+        return _from_array(value.detach().cpu().numpy(), alpha_only)
     if isinstance(value, (str, os.PathLike, bytes, bytearray)):
-        return _to_gray_alpha(open_image(value, reduce=True))
+        return _to_gray_alpha(open_image(value, reduce=True), alpha_only)
     if isinstance(value, dict) and "path" in value:  # a gradio FileData-like dict
-        return _to_gray_alpha(open_image(value["path"], reduce=True))
+        return _to_gray_alpha(open_image(value["path"], reduce=True), alpha_only)
     raise PreprocessError(f"unsupported image input of type {type(value).__name__}")
 
 

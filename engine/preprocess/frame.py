@@ -6,6 +6,7 @@ object framing), with the stroke weight brought to MNIST's.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -66,20 +67,23 @@ def _fit(ink: np.ndarray, longest: int, keep_thin: bool = False) -> np.ndarray:
 
 def stroke_width(ink: np.ndarray) -> float:
     """2 * area / boundary of the binarised ink: the width of a long stroke, in pixels."""
-    b = torch.from_numpy(ink > 0.5).float()[None, None]
-    if b.sum() == 0:
+    b = (ink > 0.5).astype(np.uint8)
+    area = int(np.count_nonzero(b))
+    if area == 0:
         return 0.0
-    eroded = -F.max_pool2d(-F.pad(b, (1, 1, 1, 1)), 3, 1, 0)
-    boundary = (b - eroded).clamp(min=0).sum()
-    return float(2 * b.sum() / boundary.clamp(min=1))
+    # pixels whose 3x3 neighbourhood (zeros beyond the edge) leaves the ink; OpenCV's morphology on small
+    # maps costs microseconds where torch's pooling costs a millisecond per call
+    eroded = cv2.erode(b, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    boundary = area - int(np.count_nonzero(eroded))
+    return float(np.float32(2 * area) / np.float32(max(boundary, 1)))
 
 
 def _morph(ink: np.ndarray, radius: int, dilate: bool) -> np.ndarray:
-    t = torch.from_numpy(np.array(ink, dtype=np.float32))[None, None]
-    t = F.pad(t, (radius,) * 4)
-    k = 2 * radius + 1
-    t = F.max_pool2d(t, k, 1, radius) if dilate else -F.max_pool2d(-t, k, 1, radius)
-    return t[0, 0].numpy()
+    """Dilate or erode by a (2 radius + 1) square, on the ink padded by `radius` zeros (a dilated glyph may
+    grow past its crop)."""
+    t = cv2.copyMakeBorder(np.asarray(ink, np.float32), *(radius,) * 4, cv2.BORDER_CONSTANT, value=0)
+    k = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    return cv2.dilate(t, k) if dilate else cv2.erode(t, k)
 
 
 def normalize_stroke(ink: np.ndarray, target: float = MNIST_STROKE) -> np.ndarray:

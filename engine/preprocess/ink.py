@@ -211,7 +211,7 @@ def raw_ink(value, strokes: bool = True) -> tuple[np.ndarray, float, str, Decode
         for layer in value.get("layers") or []:
             if layer is None:
                 continue
-            d = decode(layer)
+            d = decode(layer, alpha_only=True)
             if d.alpha is not None and d.alpha.max(initial=0) > 0:
                 inks.append((d.alpha, d.scale))
         if inks:
