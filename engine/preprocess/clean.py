@@ -342,14 +342,16 @@ def _keep(ink: np.ndarray, mask: np.ndarray, area: int, photo: bool, line: bool)
     sliver = stats[:, 2] > LEVEL_SLIVER * stats[:, 3]
     if photo:  # a level sliver longer than the digit is what is left of a ruled line, not a 5's or 7's bar
         edge = edge | (sliver & (stats[:, 2] > size))
-        # and ink far fainter on average than the core's is no part of it (one pen wrote the digit): the
-        # edge of a soft shadow, a faint line's residue. Measured over each component's firm ink (a faint
-        # haze of paper texture may hang on to a stroke); ink over 1 counts as 1: firmer than most of the
-        # image's ink is firm (see ink._ink), however much firmer.
-        firm = np.minimum(ink, 1) * (ink > INK_THRESHOLD)
-        count = np.bincount(labels.ravel(), weights=(firm > 0).ravel(), minlength=n)[1:]
-        mean = np.bincount(labels.ravel(), weights=firm.ravel(), minlength=n)[1:] / np.maximum(count, 1)
-        edge = edge | (mean < FAINT_PART * mean[core])
+
+    def firm(i: int) -> float:
+        """Component i's mean firm ink (over INK_THRESHOLD: a faint haze of paper texture may hang on to a
+        stroke), ink over 1 counted as 1 (firmer than most of the image's ink is firm, see ink._ink)."""
+        x, y, w, h = stats[i, :4]
+        v = ink[y:y + h, x:x + w][labels[y:y + h, x:x + w] == i + 1]
+        v = v[v > INK_THRESHOLD]
+        return float(np.minimum(v, 1).mean()) if v.size else 0.0
+
+    core_firm = firm(core) if photo else 0.0
     kept = {core}
     x0, y0 = boxes[core, 0], boxes[core, 1]
     x1, y1 = x0 + boxes[core, 2], y0 + boxes[core, 3]
@@ -366,6 +368,11 @@ def _keep(ink: np.ndarray, mask: np.ndarray, area: int, photo: bool, line: bool)
             if photo and sliver[i] and min(x1, bx + bw) - max(x0, bx) < SLIVER_OVER * bw:
                 continue  # a level sliver mostly beside the writing: a dash of a ruled line, not a 5's bar
             if beside or gap <= size * (JOIN + JOIN_SIZE * np.sqrt(areas[i] / areas[core])):
+                # In a photo ink far fainter than the core's is no part of the writing (one pen wrote it):
+                # the edge of a soft shadow, a faint line's residue.
+                if photo and firm(i) < FAINT_PART * core_firm:
+                    edge[i] = True
+                    continue
                 kept.add(i)
                 # In a photo a level sliver (a 5's bar, or a dash of a faint ruled line that noise broke
                 # up) joins but brings nothing else in reach: dashes of ruled lines would chain across the page.
@@ -386,18 +393,19 @@ def off_page(ink: np.ndarray, gray: np.ndarray | None) -> np.ndarray:
         return ink
     outside = outside_paper(gray)
     if outside is not None:
-        ink = ink * ~(outside | _table_ink(ink, outside))
+        table = _table_ink(ink, outside)
+        ink = ink * ~(outside if table is None else outside | table)
     return remove_lines(ink)
 
 
-def _table_ink(ink: np.ndarray, outside: np.ndarray) -> np.ndarray:
+def _table_ink(ink: np.ndarray, outside: np.ndarray) -> np.ndarray | None:
     """bool HxW: the ink that runs on from the region outside the page (most of its component lies there):
     a strip of table too narrow for outside_paper along another edge, whose piece beyond the removed region
-    would otherwise be left as a solid blob on the page."""
-    n, labels = cv2.connectedComponents(_binary(ink), connectivity=8)
-    share = np.bincount(labels[outside], minlength=n) / np.maximum(np.bincount(labels.ravel(), minlength=n), 1)
-    share[0] = 0
-    return (share >= TABLE_SHARE)[labels]
+    would otherwise be left as a solid blob on the page. None where there is none."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(_binary(ink), connectivity=8)
+    table = np.bincount(labels[outside], minlength=n) >= TABLE_SHARE * stats[:, cv2.CC_STAT_AREA]
+    table[0] = False
+    return table[labels] if table.any() else None
 
 
 def writing(ink: np.ndarray, photo: bool, line: bool = False) -> np.ndarray:
