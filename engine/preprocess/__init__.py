@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from engine.models import InputSpec
 from engine.preprocess.clean import off_page, writing
@@ -103,6 +104,11 @@ def _read_closer(image, ink: np.ndarray, scale: float, line: bool):
     size = max(x1 - x0, y1 - y0)
     if size >= SMALL_WRITING:
         return None
+    if isinstance(image, Image.Image) and image.info.get("full_size", image.size) != image.size:
+        # open_image's reduced-scale decode (the app decodes an upload once): its file, read again
+        image = getattr(image, "filename", "")
+        if not image:
+            return None
     in_memory = not isinstance(image, (str, os.PathLike, bytes, bytearray, dict))
     factor = 1 if in_memory else 2 ** int(np.clip(np.floor(np.log2(scale * size / READ_AT)), 0, 3))
     if factor >= scale:
