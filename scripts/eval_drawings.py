@@ -60,8 +60,8 @@ def write_value(value, folder: Path, stem: str):
 def make_requests(split, kinds, n: int, seed: int, folder: Path) -> list[tuple[str, int, str, object]]:
     """n digits per kind -> [(kind, true label, api_name, argument)], deterministic for a seed."""
     requests = []
-    for k, kind in enumerate(kinds):
-        rng = np.random.default_rng([seed, k])
+    for kind in kinds:
+        rng = np.random.default_rng([seed, KINDS.index(kind)])  # a kind reads the same digits in any --kinds
         for j, i in enumerate(rng.choice(len(split), size=n, replace=False)):
             api_name, arg = write_request(split.images[i, 0].numpy(), kind, rng, folder, f"{kind}_{j}")
             requests.append((kind, int(split.labels[i]), api_name, arg))
