@@ -76,7 +76,7 @@ def samples(images: np.ndarray, n_lines: int, rng: np.random.Generator) -> tuple
 def main(argv=None) -> float:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lines", type=int, default=6000, help="training lines (default: 6000)")
-    p.add_argument("--epochs", type=int, default=8, help="passes over the samples (default: 8)")
+    p.add_argument("--epochs", type=int, default=5, help="passes over the samples (default: 5)")
     p.add_argument("--seed", type=int, default=0, help="line writing and initialisation seed (default: 0)")
     p.add_argument("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw (default: $DIGITS_DATA_DIR or data)")
     p.add_argument("--out", type=Path, default=WEIGHTS, help=f"weights file (default: {WEIGHTS})")

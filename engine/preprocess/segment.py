@@ -53,6 +53,7 @@ RATIO = np.array([(-0.102, 0.191), (-0.914, 0.454), (-0.068, 0.212), (-0.227, 0.
                   (-0.072, 0.252), (-0.317, 0.213), (-0.256, 0.212), (-0.274, 0.217), (-0.386, 0.204)])
 RATIO_SPREAD = 2.0      # hand-drawn and photographed digits, and a digit's share of touching ink, vary more
 VERIFY = 2.0            # weight of the verifier's log P(one whole digit) in a piece's score (0: not asked)
+PRUNE = -6.0            # pieces the verifier gives log-odds under this are not read (they would cost >= 12)
 
 
 @dataclass
@@ -275,10 +276,20 @@ def segment(ink: np.ndarray, classify=None, max_digits: int = MAX_DIGITS) -> Seg
     """
     blobs, digit_h = candidates(ink)
     split = [b for b in blobs if len(b.pieces) > 1]  # blobs that may be cut: their pieces are scored
+    whole = [None] * len(blobs)
+    if split and VERIFY:
+        z = _per_blob(blobs, split, whole_logodds(np.stack([view(ink, p.ink, p.origin, p.box, digit_h)
+                                                            for b in split for p in b.pieces.values()])))
+        for k, (b, zb) in enumerate(zip(blobs, z)):
+            if zb is not None:  # the model reads only pieces that may be a whole digit (the whole blob always
+                # is one: a split is never forced)
+                last = (0, len(b.nodes) - 1)
+                keep = [i for i, key in enumerate(b.pieces) if zb[i] > PRUNE or key == last]
+                blobs[k] = Blob(b.nodes, {key: p for i, (key, p) in enumerate(b.pieces.items()) if i in keep})
+                whole[k] = zb[keep]
+        split = [b for b in blobs if len(b.pieces) > 1]
     pieces = [p for b in split for p in b.pieces.values()]
     probs = _per_blob(blobs, split, classify([p.ink for p in pieces]) if pieces and classify is not None else None)
-    whole = _per_blob(blobs, split, whole_logodds(np.stack([view(ink, p.ink, p.origin, p.box, digit_h)
-                                                            for p in pieces])) if pieces and VERIFY else None)
     pieces, notes = choose(blobs, probs, digit_h, whole)
     found = len(pieces)
     if found > max_digits:
