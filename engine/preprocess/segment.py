@@ -272,7 +272,8 @@ def segment(ink: np.ndarray, classify=None, max_digits: int = MAX_DIGITS) -> Seg
     classify: optional, list of piece inks -> their class probabilities (n, 10), the digits 0-9 in order.
     Where a blob could be one digit or several, the split whose pieces the model reads most confidently, at
     widths usual for what it reads, wins (a wrong cut leaves a fragment the model is unsure of or an odd
-    shape); without it, the pieces whose widths are the most usual for a digit.
+    shape); without it, the pieces whose widths are the most usual for a digit. Either way the verifier
+    (engine.preprocess.verify) scores every candidate piece, and those it rules out clearly are not read.
     """
     blobs, digit_h = candidates(ink)
     split = [b for b in blobs if len(b.pieces) > 1]  # blobs that may be cut: their pieces are scored

@@ -8,7 +8,7 @@ own score of the piece. It never reads the digit: that stays with the user's mod
     z = whole_logodds(np.stack(views))                   # (n,) log-odds that each piece is one whole digit
 
 Trained only on MNIST's training digits, written as touching and apart lines by engine.render; rebuilt by
-`python scripts/train_whole_digit.py` (about 15 minutes on 2 busy CPU cores), which writes WEIGHTS.
+`python scripts/train_whole_digit.py` (about 20 minutes on 2 busy CPU cores), which writes WEIGHTS.
 """
 from __future__ import annotations
 
