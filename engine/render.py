@@ -331,9 +331,11 @@ def _glyph(digit_u8: np.ndarray, height: int, threshold: float) -> np.ndarray:
 
 
 def _line_of_digits(digits_u8: list[np.ndarray], cell: int, gap: tuple[float, float], rng: np.random.Generator,
-                    threshold: float) -> np.ndarray:
+                    threshold: float, owners: bool = False):
     """The digits side by side on one baseline, each a little bigger or smaller and higher or lower, the gap
-    between neighbours' ink a random fraction of the cell (negative: they overlap)."""
+    between neighbours' ink a random fraction of the cell (negative: they overlap). owners: also which digit
+    each pixel's ink belongs to (int16, -1 where none; the strongest where two overlap), for training the
+    segmentation's verifier (scripts/train_whole_digit.py)."""
     glyphs, tops = [], []
     for d in digits_u8:
         size = max(8, round(cell * rng.uniform(0.9, 1.1)))
@@ -344,11 +346,14 @@ def _line_of_digits(digits_u8: list[np.ndarray], cell: int, gap: tuple[float, fl
         xs.append(xs[-1] + g.shape[1] + round(rng.uniform(*gap) * cell))
     top0 = min(tops)
     H = max(t - top0 + g.shape[0] for t, g in zip(tops, glyphs))
-    out = np.zeros((H, xs[-1] + glyphs[-1].shape[1]), np.float32)
-    for x, t, g in zip(xs, tops, glyphs):
+    out = np.zeros((H, max(x + g.shape[1] for x, g in zip(xs, glyphs))), np.float32)  # a narrow last digit
+    # may end before its overlapping neighbour
+    owner = np.full(out.shape, -1, np.int16)
+    for i, (x, t, g) in enumerate(zip(xs, tops, glyphs)):
         view = out[t - top0:t - top0 + g.shape[0], x:x + g.shape[1]]
+        owner[t - top0:t - top0 + g.shape[0], x:x + g.shape[1]][(g > view) & (g > 0)] = i
         np.maximum(view, g, out=view)
-    return out
+    return (out, owner) if owners else out
 
 
 def _fit_line(line: np.ndarray, H: int, W: int, rng: np.random.Generator) -> np.ndarray:

@@ -8,6 +8,7 @@ import pytest
 
 from engine.preprocess import preprocess
 from engine.preprocess.segment import MAX_DIGITS, segment
+from engine.preprocess.verify import whole_logodds
 from engine.reading import read, top_readings
 from engine.render import NUMBER_KINDS, render_number
 from export.runtime import load_runtime
@@ -95,6 +96,16 @@ def test_top_readings_multiply_digit_probabilities():
     assert top_readings(probs, ["0", "1", "2"])[0][1] == pytest.approx(0.54)
 
 
+def test_verifier_tells_whole_digits_from_pieces(mnist_test):
+    """The segmentation's verifier on candidate pieces of lines of test digits it never saw (trained on the
+    training digits): which are one whole digit (98 % held out when trained)."""
+    from scripts.train_whole_digit import samples
+
+    views, labels = samples(mnist_test.images[:500, 0].numpy(), 40, np.random.default_rng(0))
+    right = (whole_logodds(views) > 0) == (labels > 0.5)
+    assert labels.min() == 0 and labels.max() == 1 and right.mean() >= 0.93, f"{right.mean():.1%} right"
+
+
 @pytest.mark.parametrize("kind", NUMBER_KINDS)
 def test_fixed_sample_of_numbers(kind, mnist_test, runtime):
     """N_PER_KIND generated 2-8-digit numbers per kind, read whole."""
@@ -105,7 +116,7 @@ def test_fixed_sample_of_numbers(kind, mnist_test, runtime):
         truth = "".join(str(int(mnist_test.labels[i])) for i in idx)
         value = render_number([mnist_test.images[i, 0].numpy() for i in idx], kind, rng)
         right += read(value, runtime.spec, runtime.predict_proba).label == truth
-    # read today on this fixed sample: apart 20, touching 11, photo 20 (less one for another CPU's rounding);
-    # the figures per kind: scripts/eval_numbers.py, in the README
-    floor = {"apart": 19, "touching": 10, "photo": 19}[kind]
+    # read today on this fixed sample: apart 20, touching 16, photo 20 (less one, two for touching, for
+    # another CPU's rounding); the figures per kind: scripts/eval_numbers.py, in the README
+    floor = {"apart": 19, "touching": 14, "photo": 19}[kind]
     assert right >= floor, f"{kind}: {right}/{N_PER_KIND} numbers read right"

@@ -15,14 +15,17 @@ height (the tallest piece of ink: digits on one line share a height, a '1' is ta
 2. parts of one digit are merged back when their columns overlap (a 5's separate top bar, a 4 or 7
    drawn in two strokes, a broken stroke), unless the union would be wider than one digit;
 3. digits that touch are split: in a blob wider than SPLIT_FROM digit heights, the cut candidates are the
-   columns where the ink is thinnest (local minima of its column profile crossing at most CUT_MAX stroke
-   widths); every piece between two candidates that could be one digit is read by the model, and a
-   dynamic program picks the split whose pieces score best: the model's probability of a class, times how
-   usual the piece's width is for that class (MNIST's width/height per class; a piece wider than usual for
-   what it reads may hold two digits), less for a piece shorter than the line's digits (a fragment). A
-   blob that is all the ink in the image is read whole unless a split reads clearly better (most images
-   hold a single digit). A piece far wider than a digit that could not be cut is read whole and a note
-   says so.
+   columns where the ink is thinnest (every local minimum of its column profile: where neighbours overlap
+   no column is free of ink, so none is ruled out for the ink it crosses); every piece between two
+   candidates that could be one digit is scored, and a dynamic program picks the split whose pieces score
+   best. A piece's score: the model's probability of a class, times how usual the piece's width is for that
+   class (MNIST's width/height per class; a piece wider than usual for what it reads may hold two digits),
+   less for a piece shorter than the line's digits (a fragment), times the verifier's probability that the
+   piece is one whole digit (engine.preprocess.verify: a small CNN trained on MNIST's training digits that
+   sees the piece in its place on the line, so it knows a fragment whose ink goes on past a cut, or two
+   digits run together, which the reading model may read confidently as one digit). A blob that is all the
+   ink in the image is read whole unless a split reads clearly better (most images hold a single digit). A
+   piece far wider than a digit that could not be cut is read whole and a note says so.
 """
 from __future__ import annotations
 
@@ -31,30 +34,33 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from engine.preprocess.frame import INK_THRESHOLD, stroke_width
+from engine.preprocess.frame import INK_THRESHOLD
+from engine.preprocess.verify import view, whole_logodds
 
 MAX_DIGITS = 12         # digits read from one image; more are reported, not read
 SPECK = 0.3             # a component whose height and width are both under this x digit height is small
 WIDE = 1.45             # a piece wider than this x digit height holds two digits (MNIST: 99 % of digits are narrower)
-SPLIT_FROM = 0.85       # blobs wider than this x digit height may hold two touching digits ('17', '10')
+SPLIT_FROM = 0.6        # blobs wider than this x digit height may hold two touching digits ('11', '17')
 MERGE_MAX = 1.1         # parts are merged into one digit only while the union is at most this x height
-CUT_MAX = 3.0           # a cut may cross at most this many stroke widths of ink
 SHORT = 0.75            # a piece shorter than this x digit height is likely a fragment of a digit ...
 SHORT_SLOPE = 8.0       # ... by this log-prior per digit height below it
 PIECE_PRIOR = 0.0       # log-prior per piece (tuned on generated numbers and single digits)
-LONE_BLOB = 2.0         # log-prior for reading all the ink as one digit when it is one blob
+LONE_BLOB = 1.0         # log-prior for reading all the ink as one digit when it is one blob
 FAR_WIDE = 2.0          # ... and no digit is this wide (MNIST: 99.9 % are under 1.7)
 WIDE_COST = 10.0        # log-prior against a piece wider than WIDE x digit height (none for a lone blob)
 # MNIST's training digits, per class 0-9: mean and standard deviation of log(width / height) of the ink
 RATIO = np.array([(-0.102, 0.191), (-0.914, 0.454), (-0.068, 0.212), (-0.227, 0.208), (-0.235, 0.208),
                   (-0.072, 0.252), (-0.317, 0.213), (-0.256, 0.212), (-0.274, 0.217), (-0.386, 0.204)])
 RATIO_SPREAD = 2.0      # hand-drawn and photographed digits, and a digit's share of touching ink, vary more
+VERIFY = 2.0            # weight of the verifier's log P(one whole digit) in a piece's score (0: not asked)
+PRUNE = -6.0            # pieces the verifier gives log-odds under this are not read (they would cost >= 12)
 
 
 @dataclass
 class Piece:
     ink: np.ndarray                   # float32: the digit's ink only (around its box), zero elsewhere
     box: tuple[int, int, int, int]    # x0, y0, x1, y1 (exclusive) in the ink map's pixels
+    origin: tuple[int, int] = (0, 0)  # x, y of `ink`'s top-left corner in the ink map
 
 
 @dataclass
@@ -139,18 +145,18 @@ def _piece(ink: np.ndarray, mask: np.ndarray, x0: int, x1: int, at: tuple[int, i
     cx1, cy1 = min(bx1 + 1, x1), min(by1 + 1, ink.shape[0])
     rim = cv2.dilate(keep[cy0:cy1, cx0:cx1], np.ones((3, 3), np.uint8)).astype(bool)
     ax, ay = at
-    return Piece(np.where(rim, ink[cy0:cy1, cx0:cx1], 0).astype(np.float32), (bx0 + ax, by0 + ay, bx1 + ax,
-                                                                                by1 + ay))
+    return Piece(np.where(rim, ink[cy0:cy1, cx0:cx1], 0).astype(np.float32),
+                 (bx0 + ax, by0 + ay, bx1 + ax, by1 + ay), (cx0 + ax, cy0 + ay))
 
 
-def _cut_candidates(profile: np.ndarray, sw: float, digit_h: int) -> list[int]:
-    """Columns where a blob may be cut between two digits: local minima of its column profile that cross
-    at most CUT_MAX stroke widths of ink, not too near the blob's ends, the thinnest of any close pair."""
+def _cut_candidates(profile: np.ndarray, digit_h: int) -> list[int]:
+    """Columns where a blob may be cut between two digits: local minima of its column profile, not too near
+    the blob's ends, the thinnest of any close pair."""
     w = len(profile)
     margin = max(1, int(0.15 * digit_h))
     p = np.convolve(profile.astype(np.float32), np.ones(3, np.float32) / 3, mode="same")
     cands = [x for x in range(margin, w - margin)
-             if p[x] <= p[x - 1] and p[x] <= p[x + 1] and profile[x] <= CUT_MAX * sw]
+             if p[x] <= p[x - 1] and p[x] <= p[x + 1]]
     kept: list[int] = []
     for x in sorted(cands, key=lambda x: profile[x]):
         if all(abs(x - k) >= 0.1 * digit_h for k in kept):
@@ -192,7 +198,7 @@ def candidates(ink: np.ndarray) -> tuple[list[Blob], int]:
         crop, at = ink[g.y0:g.y1, g.x0:g.x1], (g.x0, g.y0)
         nodes = [0, g.w]
         if g.w > SPLIT_FROM * digit_h:  # wide enough for touching digits: where they may be cut apart
-            nodes[1:1] = _cut_candidates(mask.sum(0), max(1.0, stroke_width(np.pad(mask, 1))), digit_h)
+            nodes[1:1] = _cut_candidates(mask.sum(0), digit_h)
         cand = {}
         for i in range(len(nodes) - 1):
             for j in range(i + 1, len(nodes)):
@@ -206,13 +212,18 @@ def candidates(ink: np.ndarray) -> tuple[list[Blob], int]:
     return blobs, digit_h
 
 
-def choose(blobs: list[Blob], probs: list[np.ndarray | None], digit_h: int) -> tuple[list[Piece], list[str]]:
+def choose(blobs: list[Blob], probs: list[np.ndarray | None], digit_h: int,
+           whole: list[np.ndarray | None] | None = None) -> tuple[list[Piece], list[str]]:
     """Each blob's best split (probs: per blob, its pieces' class probabilities in the order of its
-    `pieces`, or None where the model was not asked) -> the digits left to right, and notes."""
+    `pieces`, or None where the model was not asked; whole: likewise, the verifier's log-odds that each is one
+    whole digit) -> the digits left to right, and notes."""
     pieces, notes = [], []
-    for blob, p in zip(blobs, probs):
+    for blob, p, z in zip(blobs, probs, whole or [None] * len(blobs)):
         keys = list(blob.pieces)
-        scores = dict(zip(keys, _scores([blob.pieces[k] for k in keys], p, digit_h)))
+        s = _scores([blob.pieces[k] for k in keys], p, digit_h)
+        if z is not None:  # log P(one whole digit), from the verifier's log-odds
+            s = s - VERIFY * np.logaddexp(0.0, -z)
+        scores = dict(zip(keys, s))
         whole = (0, len(blob.nodes) - 1)
         if len(blobs) == 1 and whole in scores:  # all the ink in one blob: most often a single digit, maybe a
             scores[whole] += LONE_BLOB + WIDE_COST * (_width(blob.pieces[whole]) > WIDE * digit_h)  # wide one
@@ -247,20 +258,40 @@ def _scores(pieces: list[Piece], probs: np.ndarray | None, digit_h: int) -> np.n
     return score
 
 
+def _per_blob(blobs: list[Blob], split: list[Blob], flat) -> list[np.ndarray | None]:
+    """Values of the pieces of the `split` blobs, in one array, -> per blob, its pieces' rows (None for a blob
+    not in `split`, or when there are no values)."""
+    rows = iter(np.asarray(flat, np.float64)) if flat is not None else None
+    return [np.stack([next(rows) for _ in b.pieces]) if rows is not None and any(b is s for s in split) else None
+            for b in blobs]
+
+
 def segment(ink: np.ndarray, classify=None, max_digits: int = MAX_DIGITS) -> Segmentation:
     """A cleaned ink map -> its digits left to right (see the module docstring).
 
     classify: optional, list of piece inks -> their class probabilities (n, 10), the digits 0-9 in order.
     Where a blob could be one digit or several, the split whose pieces the model reads most confidently, at
     widths usual for what it reads, wins (a wrong cut leaves a fragment the model is unsure of or an odd
-    shape); without it, the pieces whose widths are the most usual for a digit.
+    shape); without it, the pieces whose widths are the most usual for a digit. Either way the verifier
+    (engine.preprocess.verify) scores every candidate piece, and those it rules out clearly are not read.
     """
     blobs, digit_h = candidates(ink)
-    asked = [b for b in blobs if len(b.pieces) > 1] if classify is not None else []
-    inks = [p.ink for b in asked for p in b.pieces.values()]
-    flat = iter(np.asarray(classify(inks), np.float64)) if inks else iter(())
-    probs = [np.stack([next(flat) for _ in b.pieces]) if any(b is a for a in asked) else None for b in blobs]
-    pieces, notes = choose(blobs, probs, digit_h)
+    split = [b for b in blobs if len(b.pieces) > 1]  # blobs that may be cut: their pieces are scored
+    whole = [None] * len(blobs)
+    if split and VERIFY:
+        z = _per_blob(blobs, split, whole_logodds(np.stack([view(ink, p.ink, p.origin, p.box, digit_h)
+                                                            for b in split for p in b.pieces.values()])))
+        for k, (b, zb) in enumerate(zip(blobs, z)):
+            if zb is not None:  # the model reads only pieces that may be a whole digit (the whole blob always
+                # is one: a split is never forced)
+                last = (0, len(b.nodes) - 1)
+                keep = [i for i, key in enumerate(b.pieces) if zb[i] > PRUNE or key == last]
+                blobs[k] = Blob(b.nodes, {key: p for i, (key, p) in enumerate(b.pieces.items()) if i in keep})
+                whole[k] = zb[keep]
+        split = [b for b in blobs if len(b.pieces) > 1]
+    pieces = [p for b in split for p in b.pieces.values()]
+    probs = _per_blob(blobs, split, classify([p.ink for p in pieces]) if pieces and classify is not None else None)
+    pieces, notes = choose(blobs, probs, digit_h, whole)
     found = len(pieces)
     if found > max_digits:
         notes.append(f"{found} digits found: read the first {max_digits} (the most one image may hold)")

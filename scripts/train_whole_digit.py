@@ -1,0 +1,120 @@
+"""Train the number segmentation's verifier (engine/preprocess/verify.py): is a candidate piece of a line one
+whole digit? Only MNIST's training digits are used (the last 5,000 held out to report the verifier's own
+accuracy); the test digits, which scripts/eval_numbers.py writes numbers with, are never seen.
+
+    python scripts/train_whole_digit.py                     # writes engine/preprocess/whole_digit.pt
+    python scripts/train_whole_digit.py --lines 300 --epochs 1 --out /tmp/w.pt   # a quick dry run
+
+Lines of 1-4 training digits are written by engine.render's line writer, their neighbours touching or
+overlapping (gap -12 % to +2 % of a digit cell) or apart (5-50 %), at random sizes and stroke weights; the
+writer also says which digit owns each pixel. Every candidate piece that engine.preprocess.segment offers on a
+line is a sample: one whole digit when it holds at least 90 % of one digit's ink and at most 10 % of other
+digits' ink; not one when it holds under 75 % of every digit's, or over 20 % other ink; in between, left out.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python scripts/train_whole_digit.py` from anywhere
+from engine.data import default_data_dir, load_dataset  # noqa: E402
+from engine.preprocess.frame import INK_THRESHOLD  # noqa: E402
+from engine.preprocess.segment import candidates  # noqa: E402
+from engine.preprocess.verify import WEIGHTS, WholeDigitNet, view  # noqa: E402
+from engine.render import _line_of_digits  # noqa: E402
+
+HELD_OUT = 5000  # the last training digits: the verifier's validation set
+
+
+def whole(piece, owner: np.ndarray, totals: np.ndarray) -> float | None:
+    """1.0 when the piece is one whole digit, 0.0 when it is not, None when it is too close to call."""
+    x0, y0 = piece.origin
+    h, w = piece.ink.shape
+    own = owner[y0:y0 + h, x0:x0 + w][piece.ink > INK_THRESHOLD]
+    counts = np.bincount(own[own >= 0], minlength=len(totals))
+    if counts.sum() == 0:
+        return 0.0
+    k = int(counts.argmax())
+    cover, other = counts[k] / max(totals[k], 1), 1 - counts[k] / counts.sum()
+    if cover >= 0.9 and other <= 0.1:
+        return 1.0
+    if cover < 0.75 or other > 0.2:
+        return 0.0
+    return None
+
+
+def samples(images: np.ndarray, n_lines: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """n_lines random lines of the given 28x28 digits -> (views (n, 2, 32, 48), labels (n,))."""
+    views, labels = [], []
+    for _ in range(n_lines):
+        digits = [images[i] for i in rng.choice(len(images), int(rng.integers(1, 5)))]
+        gap = (-0.12, 0.02) if rng.random() < 0.7 else (0.05, 0.5)
+        line, owner = _line_of_digits(digits, 96, gap, rng, float(rng.uniform(0.25, 0.55)), owners=True)
+        s = rng.uniform(0.5, 1.3)  # the digits' size in the ink map varies with the canvas and the writer
+        size = (max(1, round(line.shape[1] * s)), max(1, round(line.shape[0] * s)))
+        line = np.pad(cv2.resize(line, size, interpolation=cv2.INTER_AREA), 8)
+        owner = np.pad(cv2.resize(owner, size, interpolation=cv2.INTER_NEAREST), 8, constant_values=-1)
+        owner[line <= INK_THRESHOLD] = -1
+        totals = np.bincount(owner[owner >= 0], minlength=len(digits))
+        blobs, digit_h = candidates(line)
+        for blob in blobs:
+            for piece in blob.pieces.values():
+                label = whole(piece, owner, totals)
+                if label is not None:
+                    views.append(view(line, piece.ink, piece.origin, piece.box, digit_h))
+                    labels.append(label)
+    return np.stack(views), np.array(labels, np.float32)
+
+
+def main(argv=None) -> float:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lines", type=int, default=6000, help="training lines (default: 6000)")
+    p.add_argument("--epochs", type=int, default=5, help="passes over the samples (default: 5)")
+    p.add_argument("--seed", type=int, default=0, help="line writing and initialisation seed (default: 0)")
+    p.add_argument("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw (default: $DIGITS_DATA_DIR or data)")
+    p.add_argument("--out", type=Path, default=WEIGHTS, help=f"weights file (default: {WEIGHTS})")
+    args = p.parse_args(argv)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+
+    split = load_dataset("mnist", args.data_dir, train=True, download=False)
+    images = split.images[:, 0].numpy()
+    t0 = time.perf_counter()
+    x, y = samples(images[:-HELD_OUT], args.lines, rng)
+    vx, vy = samples(images[-HELD_OUT:], max(50, args.lines // 10), rng)
+    print(f"{len(y)} training pieces ({y.mean():.0%} whole digits), {len(vy)} held out, "
+          f"written in {time.perf_counter() - t0:.0f} s")
+
+    net = WholeDigitNet()
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    x, y, vx, vy = map(torch.from_numpy, (x, y, vx, vy))
+    steps = args.epochs * ((len(y) + 255) // 256)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    for epoch in range(args.epochs):
+        net.train()
+        order = torch.randperm(len(y))
+        for i in range(0, len(y), 256):
+            b = order[i:i + 256]
+            loss = F.binary_cross_entropy_with_logits(net(x[b]), y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        net.eval()
+        with torch.inference_mode():
+            acc = float(((net(vx) > 0).float() == vy).float().mean())
+        print(f"epoch {epoch + 1}: loss {loss.item():.3f}, held-out accuracy {acc:.2%}")
+    torch.save({k: v.half() for k, v in net.state_dict().items()}, args.out)  # fp16: half the file
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KB) in {time.perf_counter() - t0:.0f} s")
+    return acc
+
+
+if __name__ == "__main__":
+    main()
