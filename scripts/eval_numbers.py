@@ -34,8 +34,8 @@ from scripts.eval_drawings import (add_run_args, figures, make_and_read, make_re
 def make_number_requests(split, kinds, n: int, seed: int, folder: Path) -> list[tuple[str, str, str, object]]:
     """n numbers of 2-8 random test digits per kind -> [(kind, true number, api_name, argument)]."""
     requests = []
-    for k, kind in enumerate(kinds):
-        rng = np.random.default_rng([seed, 100 + k])
+    for kind in kinds:
+        rng = np.random.default_rng([seed, 100 + NUMBER_KINDS.index(kind)])  # the same numbers in any --kinds
         for j in range(n):
             idx = rng.choice(len(split), size=int(rng.integers(2, 9)))
             truth = "".join(split.class_names[int(split.labels[i])] for i in idx)

@@ -50,6 +50,23 @@ def test_speck_is_not_a_digit(mnist_test, runtime):
     assert r.label == "2026", r
 
 
+def test_flick_beside_a_single_digit_is_not_a_second_digit(mnist_test, runtime):
+    """A short thick flick beside one digit (0.45 of its height, like a '1' but far shorter): read as the digit
+    alone, as preprocess() reads it, never as '51'."""
+    value = render_number(_digits(mnist_test, "5"), "apart", np.random.default_rng(1))  # room on its right
+    alpha = _alpha(value)
+    ys, xs = np.nonzero(alpha)
+    h = ys.max() - ys.min()
+    cx, cy, r, k = xs.max() + h // 4, ys.max() - h // 4, int(0.18 * h), int(0.05 * h)
+    assert cx + int(0.6 * r) + k < alpha.shape[1]
+    for t in np.linspace(-1, 1, 40):  # a slash as thick as a fat finger
+        x, y = int(cx + t * r * 0.6), int(cy - t * r)
+        alpha[y - k:y + k, x - k:x + k] = 255
+    single = runtime.predict_proba(preprocess(value, runtime.spec)[0])[0]
+    r = read(value, runtime.spec, runtime.predict_proba)
+    assert len(r.frames) == 1 and r.label == "5" and int(single.argmax()) == 5, r
+
+
 def test_digit_in_two_strokes_is_one_digit(mnist_test, runtime):
     value = _sketch(mnist_test, "2026")
     alpha = _alpha(value)

@@ -39,6 +39,7 @@ from engine.preprocess.verify import view, whole_logodds
 
 MAX_DIGITS = 12         # digits read from one image; more are reported, not read
 SPECK = 0.3             # a component whose height and width are both under this x digit height is small
+TAP = 0.55              # a group of ink shorter and narrower than this x digit height, alone, is no digit
 WIDE = 1.45             # a piece wider than this x digit height holds two digits (MNIST: 99 % of digits are narrower)
 SPLIT_FROM = 0.6        # blobs wider than this x digit height may hold two touching digits ('11', '17')
 MERGE_MAX = 1.1         # parts are merged into one digit only while the union is at most this x height
@@ -124,7 +125,11 @@ def _groups(labels_stats: np.ndarray, digit_h: int) -> tuple[list[_Group], int, 
             big[big.index(g)] = g.union(s)
         else:
             specks += 1
-    return sorted(big, key=lambda g: g.x0), specks, len(lines)
+    # What is left both far shorter and far narrower than the line's digits, beside them, is no digit of the
+    # number: a stray tap, a comma or a dot (a flat 5 is short but wide; a '1' is narrow but tall).
+    line_h = max([digit_h] + [g.h for g in big])  # a digit in parts (a 5 and its bar) is as tall as all of them
+    taps = [g for g in big if g.h < TAP * line_h and g.w < TAP * line_h]
+    return sorted((g for g in big if g not in taps), key=lambda g: g.x0), specks + len(taps), len(lines)
 
 
 def _piece(ink: np.ndarray, mask: np.ndarray, x0: int, x1: int, at: tuple[int, int]) -> Piece | None:
