@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -97,10 +96,10 @@ def _read_closer(image, ink: np.ndarray, scale: float, line: bool):
     around it are there too; at least WINDOW_MIN pixels) is decoded again, finely enough that the writing is READ_AT pixels tall, and
     cleaned up on its own. -> (writing, line, scale) on a map of the whole image at the finer scale, or None
     when the writing is not small, no finer read is possible, or nothing is found in the window."""
-    x0, y0, w, h = cv2.boundingRect((ink > INK_THRESHOLD).astype(np.uint8))  # ink_box, without np.nonzero's cost
-    if w == 0:
+    box = ink_box(ink)
+    if box is None:
         return None
-    x1, y1 = x0 + w, y0 + h
+    x0, y0, x1, y1 = box
     size = max(x1 - x0, y1 - y0)
     if size >= SMALL_WRITING:
         return None

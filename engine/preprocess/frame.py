@@ -32,10 +32,11 @@ def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _bbox(ink: np.ndarray, thr: float = INK_THRESHOLD) -> tuple[int, int, int, int] | None:
-    ys, xs = np.nonzero(ink > thr)
-    if len(ys) == 0:
+    """(y0, y1, x0, x1) of the ink over thr, or None (OpenCV's bounding rectangle: no index arrays built)."""
+    x, y, w, h = cv2.boundingRect((ink > thr).astype(np.uint8))
+    if w == 0:
         return None
-    return ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    return y, y + h, x, x + w
 
 
 def ink_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
