@@ -80,6 +80,21 @@ def test_digit_in_two_strokes_is_one_digit(mnist_test, runtime):
     assert read(value, runtime.spec, runtime.predict_proba).label == "2026"
 
 
+def test_a_fives_long_separate_bar_is_part_of_the_five(runtime):
+    """A 5 whose bar, drawn apart, reaches far to the right (wider than a digit's union of parts may be): the
+    bar is too short to be a digit alone, so the 5 is one digit, not "52"."""
+    import cv2
+    ink = np.zeros((600, 700), np.uint8)
+    cv2.line(ink, (200, 210), (195, 310), 255, 18)                # the stem
+    cv2.ellipse(ink, (255, 370), (75, 65), 0, -160, 150, 255, 18)  # the belly, open on the left
+    cv2.line(ink, (215, 185), (560, 170), 255, 18)                # the bar, apart, 1.4 digit heights wide with it
+    assert len(segment(ink / 255.0).pieces) == 1
+    page = 255 - ink
+    r = read(page, runtime.spec, runtime.predict_proba)
+    single = runtime.predict_proba(preprocess(page, runtime.spec)[0])[0]
+    assert len(r.frames) == 1 and r.label == str(int(single.argmax())), r
+
+
 def test_more_digits_than_the_limit_are_said(mnist_test, runtime):
     text = "1234567890123"
     r = read(_sketch(mnist_test, text, seed=3), runtime.spec, runtime.predict_proba)
