@@ -5,6 +5,7 @@ sketches, dark-on-light JPEG photos and light-on-dark images, sent through the l
     python scripts/eval_drawings.py --n 1000                   # 1000 digits per kind, ONNX Runtime
     python scripts/eval_drawings.py --n 200 --backend PyTorch --url http://127.0.0.1:7860/ --json out.json
     python scripts/eval_drawings.py --n 300 --in-process       # no app: engine.reading + ONNX Runtime here, quick
+    python scripts/eval_drawings.py --n 1000 --images runs/eval_images  # render once, then read again quickly
 
 Digits are drawn at random (seeded) from the MNIST test split; each kind uses its own random placement, size
 and brush (engine.render). Sketches go to /predict_sketch as the sketchpad sends them (background, layers,
@@ -13,6 +14,7 @@ composite PNGs); photos go to /predict_upload as files (JPEGs keep their origina
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -24,7 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python scripts/eval_drawings.py` from anywhere
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python scripts/eval_drawings.py` from anywhere
 from engine.data import default_data_dir, load_dataset  # noqa: E402
 from engine.render import KINDS, render  # noqa: E402
 
@@ -154,16 +157,44 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, default=Path("checkpoints/mnist_cnn.pt"),
                    help="with --in-process: the model (default: checkpoints/mnist_cnn.pt)")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file (default: none)")
+    p.add_argument("--images", type=Path,
+                   help="keep the rendered requests in this folder and reuse them on a later run with the same kind, "
+                        "--n and --seed (render once, read many times: another backend, another version of the app; "
+                        "rendered again when engine/render.py changed). Default: a temporary folder")
+
+
+def kept_requests(make, split, kinds, n: int, seed: int, folder: Path) -> list:
+    """make(split, kinds, n, seed, folder)'s requests, kept per kind in a subfolder of `folder` with a list of
+    them: read back when that kind, n and seed were rendered there before by the same engine/render.py, else
+    rendered (a kind's requests follow from the seed and the kind alone, so kinds are kept apart)."""
+    renderer = hashlib.sha256((ROOT / "engine" / "render.py").read_bytes()).hexdigest()
+    requests = []
+    for kind in kinds:
+        sub = folder / f"{make.__name__}_{kind}_n{n}_seed{seed}"
+        listing = sub / "requests.json"
+        if listing.exists() and json.loads(listing.read_text())["renderer"] == renderer:
+            requests += [tuple(r) for r in json.loads(listing.read_text())["requests"]]
+            continue
+        sub.mkdir(parents=True, exist_ok=True)
+        made = make(split, [kind], n, seed, sub)
+        tmp = listing.with_suffix(".tmp")  # the listing last and whole: an interrupted run renders again
+        tmp.write_text(json.dumps({"renderer": renderer, "requests": made}))
+        tmp.replace(listing)
+        requests += made
+    return requests
 
 
 def make_and_read(args, make):
-    """Render args.n requests per kind with make(split, kinds, n, seed, folder) into a temporary folder and
-    read them, through the app at args.url or with --in-process here -> (requests, predicted labels, resent
-    requests, (start, rendered, read) times)."""
+    """Render args.n requests per kind with make(split, kinds, n, seed, folder) into a temporary folder (or
+    reuse them from --images) and read them, through the app at args.url or with --in-process here ->
+    (requests, predicted labels, resent requests, (start, rendered, read) times)."""
     split = load_dataset("mnist", args.data_dir, train=False, download=False)
     with tempfile.TemporaryDirectory(prefix="eval_") as tmp:
         t0 = time.perf_counter()
-        requests = make(split, args.kinds, args.n, args.seed, Path(tmp))
+        if args.images:
+            requests = kept_requests(make, split, args.kinds, args.n, args.seed, args.images)
+        else:
+            requests = make(split, args.kinds, args.n, args.seed, Path(tmp))
         t1 = time.perf_counter()
         retries = []
         if args.in_process:
