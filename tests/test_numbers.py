@@ -80,14 +80,16 @@ def test_digit_in_two_strokes_is_one_digit(mnist_test, runtime):
     assert read(value, runtime.spec, runtime.predict_proba).label == "2026"
 
 
-def test_a_fives_long_separate_bar_is_part_of_the_five(runtime):
-    """A 5 whose bar, drawn apart, reaches far to the right (wider than a digit's union of parts may be): the
-    bar is too short to be a digit alone, so the 5 is one digit, not "52"."""
+@pytest.mark.parametrize("bar", [((215, 185), (560, 170)), ((358, 200), (530, 192))], ids=["long", "beside"])
+def test_a_fives_separate_bar_is_part_of_the_five(runtime, bar):
+    """A 5 whose bar is drawn apart: reaching far to the right over the stem (wider than a digit's union of
+    parts may be), or starting just beside the body, over none of its columns. The bar is too short to be a
+    digit alone, so the 5 is one digit, not "52"."""
     import cv2
     ink = np.zeros((600, 700), np.uint8)
     cv2.line(ink, (200, 210), (195, 310), 255, 18)                # the stem
     cv2.ellipse(ink, (255, 370), (75, 65), 0, -160, 150, 255, 18)  # the belly, open on the left
-    cv2.line(ink, (215, 185), (560, 170), 255, 18)                # the bar, apart, 1.4 digit heights wide with it
+    cv2.line(ink, *bar, 255, 18)
     assert len(segment(ink / 255.0).pieces) == 1
     page = 255 - ink
     r = read(page, runtime.spec, runtime.predict_proba)

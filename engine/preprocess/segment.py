@@ -14,7 +14,8 @@ height (the tallest piece of ink: digits on one line share a height, a '1' is ta
    noise, not a digit; a flat stroke far wider than a digit is an underline;
 2. parts of one digit are merged back when their columns overlap (a 5's separate top bar, a 4 or 7
    drawn in two strokes, a broken stroke), unless the union would be wider than one digit (a short part,
-   such as a 5's bar, is no digit alone: it is merged while the union is at most MERGE_SHORT heights wide);
+   such as a 5's bar, is no digit alone: it is merged while the union is at most MERGE_SHORT heights wide,
+   and a flat one also when it starts just beside the digit);
 3. digits that touch are split: in a blob wider than SPLIT_FROM digit heights, the cut candidates are the
    columns where the ink is thinnest (every local minimum of its column profile: where neighbours overlap
    no column is free of ink, so none is ruled out for the ink it crosses); every piece between two
@@ -44,6 +45,7 @@ TAP = 0.55              # a group of ink shorter and narrower than this x digit 
 WIDE = 1.45             # a piece wider than this x digit height holds two digits (MNIST: 99 % of digits are narrower)
 SPLIT_FROM = 0.6        # blobs wider than this x digit height may hold two touching digits ('11', '17')
 MERGE_MAX = 1.1         # parts are merged into one digit only while the union is at most this x height
+BAR_GAP = 0.15          # a flat short part this close beside a digit (x digit height) is its bar
 MERGE_SHORT = 1.6       # ... or this, for a short part over a digit's columns (a 5's long bar; MNIST 5s: +3.5 sd)
 SHORT = 0.75            # a piece shorter than this x digit height is likely a fragment of a digit ...
 SHORT_SLOPE = 8.0       # ... by this log-prior per digit height below it
@@ -112,10 +114,12 @@ def _groups(labels_stats: np.ndarray, digit_h: int) -> tuple[list[_Group], int, 
         for i in range(len(big) - 1):
             a, b = big[i], big[i + 1]
             u = a.union(b)
-            short = min(a.h, b.h) < 0.6 * digit_h  # a 5's bar, half of a broken 4: never a digit alone
+            part = min(a, b, key=lambda g: g.h)
+            short = part.h < 0.6 * digit_h  # a 5's bar, half of a broken 4: never a digit alone
+            bar = part.w >= 2 * part.h and _overlap(a, b) > -BAR_GAP * digit_h  # a flat stroke just beside it
             wide = u.w / max(digit_h, u.h)  # a 5's bar makes it taller too
             if (_overlap(a, b) >= 0.5 * min(a.w, b.w) and wide <= MERGE_MAX
-                    or short and _overlap(a, b) > 0 and wide <= MERGE_SHORT):
+                    or short and (_overlap(a, b) > 0 or bar) and wide <= MERGE_SHORT):
                 big[i:i + 2] = [u]
                 merged = True
                 break
