@@ -60,13 +60,49 @@ def open_image(source, reduce: bool = False, factor: int | None = None) -> Image
     w, h = img.size  # a phone photo (over 4 MP) decodes far smaller: its digit is still 40+ px tall there
     if factor is None:
         factor = _shrink_factor(w, h, DRAFT_PIXELS if w * h > 4 * SHRINK_PIXELS else SHRINK_PIXELS) if reduce else 1
-    if factor > 1 and img.format == "JPEG" and img.mode in ("L", "RGB", "CMYK"):
+    jpeg = img.format in ("JPEG", "MPO")  # MPO: a phone's JPEG with a depth map or preview after it
+    if factor > 1 and jpeg and img.mode in ("L", "RGB", "CMYK"):
         img.draft(img.mode, (img.size[0] // factor, img.size[1] // factor))
+    if jpeg and img.mode in ("L", "RGB"):
+        fast = _decode_jpeg(source, img)
+        if fast is not None:
+            return fast
     try:
         img.load()
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
         raise PreprocessError(f"the image file is damaged or truncated ({e}); try saving it again") from e
     return img
+
+
+_REDUCED = {1: 0, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+            8: cv2.IMREAD_REDUCED_GRAYSCALE_8}  # OpenCV's flags for libjpeg's DCT scales
+
+
+def _decode_jpeg(source, img: Image.Image) -> Image.Image | None:
+    """The pixels of the JPEG `img` (opened by PIL, its draft scale set) decoded by OpenCV instead: the same
+    libjpeg-turbo decode with the same settings, so the same pixels, in one call on the whole buffer (PIL
+    feeds its decoder in chunks: a 12 MP photo at 1/8 scale took ~45 ms there, ~38 ms here on the 2-core
+    EPYC). -> a PIL image like PIL's own (its info, EXIF orientation included, and file name kept; EXIF not yet
+    applied), or None where PIL decodes it: a file object, or a file that does not end as a JPEG does (truncated:
+    PIL says so, where OpenCV would fill the rest grey)."""
+    if isinstance(source, (bytes, bytearray)):
+        data = np.frombuffer(source, np.uint8)
+    elif isinstance(source, (str, os.PathLike)):
+        data = np.fromfile(source, np.uint8)
+    else:
+        return None
+    if data[-2:].tobytes() != b"\xff\xd9":
+        return None
+    scale = img.decoderconfig[0] if img.decoderconfig else 1
+    flags = (cv2.IMREAD_GRAYSCALE if img.mode == "L" else cv2.IMREAD_COLOR_RGB) | _REDUCED.get(scale, 0)
+    a = cv2.imdecode(data, flags | cv2.IMREAD_IGNORE_ORIENTATION)
+    if a is None or a.shape[1::-1] != img.size:
+        return None
+    out = Image.fromarray(a)
+    out.info = img.info
+    out.filename = getattr(img, "filename", "")  # the re-read of small writing (preprocess.extract_ink) opens it
+    img.close()
+    return out
 
 
 def check_size(img: Image.Image) -> None:
