@@ -72,18 +72,14 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
     side = min(small.shape)
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(SOLID * side)),) * 2)
     solid = cv2.morphologyEx(dark, cv2.MORPH_OPEN, k)  # dark areas wider than any stroke
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=4)
-    sh, sw = solid.shape
-    touching = [i for i in range(1, n) if stats[i, cv2.CC_STAT_LEFT] == 0 or stats[i, cv2.CC_STAT_TOP] == 0
-                or stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] == sw
-                or stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] == sh]
+    n, labels = cv2.connectedComponents(solid, connectivity=4)
+    edges = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    touching = [int(i) for i in np.unique(edges) if i]  # the components that reach the copy's edge
     # The page's edge is sharp; a shadow's is soft. Keep a region whose boundary climbs at least SHARP of its
     # brightness step per pixel of this copy (a page edge: nearly all of it within a pixel or two; a hand's
     # shadow: spread over many).
-    gy, gx = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3) / 8, cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3) / 8
-    near = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-    grad = cv2.dilate(np.hypot(gx, gy), near)  # the steepest climb within two pixels of each point
-    sharp = []
+    grad = None
+    out = np.zeros_like(solid)
     for i in touching:
         region = (labels == i).astype(np.uint8)
         edge = (region - cv2.erode(region, np.ones((3, 3), np.uint8))).astype(bool)  # its boundary's pixels
@@ -91,11 +87,15 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
         if not edge.any():
             continue
         step = float(np.median(small[(cv2.dilate(region, k) - region).astype(bool)])) - float(np.median(small[region.astype(bool)]))
-        if step >= TABLE_STEP and float(np.median(grad[edge])) >= SHARP * step:
-            sharp.append(i)
-    if not sharp:
+        if step < TABLE_STEP:
+            continue
+        if grad is None:  # the steepest climb within two pixels of each point (only where a region needs it)
+            gy, gx = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3) / 8, cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3) / 8
+            grad = cv2.dilate(np.hypot(gx, gy), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+        if float(np.median(grad[edge])) >= SHARP * step:
+            out |= region
+    if not out.any():
         return None
-    out = np.isin(labels, sharp).astype(np.uint8)
     if out.mean() > 0.6:  # the dark ground itself (light ink on dark, a dark page): not a table
         return None
     band = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(2 * EDGE_BAND * side),) * 2)
@@ -419,8 +419,9 @@ def _table_ink(ink: np.ndarray, outside: np.ndarray) -> np.ndarray | None:
     window = _inked(binary)
     if window is None:
         return None
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary[window], connectivity=8)
-    table = np.bincount(labels[outside[window]], minlength=n) >= TABLE_SHARE * stats[:, cv2.CC_STAT_AREA]
+    n, labels = cv2.connectedComponents(binary[window], connectivity=8)
+    on = binary[window].view(bool)
+    table = np.bincount(labels[outside[window] & on], minlength=n) >= TABLE_SHARE * np.bincount(labels[on], minlength=n)
     table[0] = False
     if not table.any():
         return None

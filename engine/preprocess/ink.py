@@ -114,7 +114,7 @@ def _hysteresis(c: np.ndarray, low: float, high: float) -> np.ndarray:
     its firm parts; paper noise over `low` has none)."""
     n, labels = cv2.connectedComponents((c > low).astype(np.uint8), connectivity=8)
     seeded = np.zeros(n, np.uint8)
-    seeded[np.unique(labels[c > high])] = 1
+    seeded[labels[c > high]] = 1
     seeded[0] = 0
     return seeded[labels]
 
