@@ -115,15 +115,16 @@ def _collinear(segs: np.ndarray) -> list[tuple[np.ndarray, float]]:
     groups = []  # [longest piece, unit direction, unit normal, offset, intervals along the direction]
     for x0, y0, x1, y1 in segs[order]:
         d = np.array([x1 - x0, y1 - y0], np.float64)
+        unit = d / np.linalg.norm(d)
         for g in groups:
             u, nrm, rho = g[1], g[2], g[3]
-            if abs(float(np.dot(d / np.linalg.norm(d), nrm))) < LINE_JOIN_ANGLE and all(
+            if abs(float(np.dot(unit, nrm))) < LINE_JOIN_ANGLE and all(
                     abs(float(np.dot((x, y), nrm)) - rho) < LINE_JOIN_GAP for x, y in ((x0, y0), (x1, y1))):
                 t = sorted((float(np.dot((x0, y0), u)), float(np.dot((x1, y1), u))))
                 g[4].append(t)
                 break
         else:
-            u = d / np.linalg.norm(d)
+            u = unit
             nrm = np.array([-u[1], u[0]])
             t = sorted((float(np.dot((x0, y0), u)), float(np.dot((x1, y1), u))))
             groups.append([np.array([x0, y0, x1, y1], np.float64), u, nrm, float(np.dot((x0, y0), nrm)), [t]])
