@@ -7,8 +7,9 @@ alpha as float32 arrays in [0, 1], plus the factor from those arrays' pixels to 
     layer = decode(layer, alpha_only=True)  # a sketch layer: its alpha alone (the colour planes are None)
 
 Sizes are checked from the header before any pixel is decoded (decompression bombs), EXIF orientation is
-honoured, a large JPEG is decoded at reduced scale (PIL's draft(): libjpeg skips most of the work) and any
-image over SHRINK_PIXELS is reduced by an integer factor before any float copy. Colour is kept as two
+honoured, a large JPEG is decoded at reduced scale (PIL's draft() picks the DCT scale, OpenCV's libjpeg-turbo
+decodes at it: libjpeg skips most of the work) and any image over SHRINK_PIXELS is reduced by an integer
+factor before any float copy. Colour is kept as two
 colour-aware planes beside the luma: `dark` (the darkest channel: blue or red ink on white paper is as
 dark there as black ink) and `light` (the brightest channel, for light ink on a dark ground).
 """
@@ -45,7 +46,7 @@ def open_image(source, reduce: bool = False, factor: int | None = None) -> Image
 
     reduce: let a JPEG over SHRINK_PIXELS decode at 1/2, 1/4 or 1/8 scale (libjpeg skips most of the
     work), still at least about SHRINK_PIXELS, or DRAFT_PIXELS for a phone photo over 4 MP (a 3.3 MB 12 MP
-    photo: 1/8, about 40 ms on the 2-core EPYC, most of it Huffman decoding); the image's info["full_size"]
+    photo: 1/8, about 37-45 ms on the 2-core EPYC, most of it Huffman decoding); the image's info["full_size"]
     keeps the file's own size. factor: decode a JPEG at this reduction (1, 2, 4 or 8) instead."""
     try:
         img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
