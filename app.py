@@ -264,6 +264,8 @@ def _thumbnail(image) -> tuple[Image.Image, tuple[int, int]]:
             thumb = (max(1, round(img.width * fit)), max(1, round(img.height * fit)))
             canvas = Image.new("RGBA", thumb, (255, 255, 255, 255))
         img = img.resize(canvas.size, Image.Resampling.BOX if img.width > canvas.width else Image.Resampling.NEAREST)
+        if img.mode == "RGB" and len(parts) == 1:  # an opaque upload on white is itself: no compositing
+            return img, size
         canvas.alpha_composite(img.convert("RGBA"))
     return canvas.convert("RGB"), size
 

@@ -1,5 +1,6 @@
 """Time engine.preprocess on what users send: a sketchpad drawing (560x560 RGBA layers, as the app's canvas
-sends them) and a 12-megapixel phone JPEG (4000x3000, decoding included).
+sends them) and a 12-megapixel phone JPEG (4000x3000, decoding included), and that JPEG's decoding alone
+(at the reduced scale preprocessing reads it at: most of its time is libjpeg's Huffman decoding).
 
     python scripts/bench_preprocess.py            # p50/p90 over 50 calls each
     python scripts/bench_preprocess.py --n 200
@@ -17,7 +18,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.data import default_data_dir, load_dataset  # noqa: E402
-from engine.preprocess import preprocess  # noqa: E402
+from engine.preprocess import open_image, preprocess  # noqa: E402
 from engine.render import render  # noqa: E402
 
 
@@ -56,7 +57,8 @@ def main(argv=None) -> None:
                   [np.asarray(Image.fromarray(a).resize((560, 560))) for a in v]) for k, v in sketch.items()}
     jpeg = phone_jpeg(digit, rng)
     for name, fn in (("sketchpad drawing 560x560", lambda: preprocess(canvas)),
-                     (f"12 MP JPEG {len(jpeg) / 1e6:.1f} MB, decode included", lambda: preprocess(jpeg))):
+                     (f"12 MP JPEG {len(jpeg) / 1e6:.1f} MB, decode included", lambda: preprocess(jpeg)),
+                     ("  of which decoding it (1/8 scale)", lambda: open_image(jpeg, reduce=True))):
         p50, p90 = timed(fn, args.n)
         print(f"{name:40s} p50 {p50:6.1f} ms   p90 {p90:6.1f} ms")
 

@@ -72,18 +72,14 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
     side = min(small.shape)
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(SOLID * side)),) * 2)
     solid = cv2.morphologyEx(dark, cv2.MORPH_OPEN, k)  # dark areas wider than any stroke
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=4)
-    sh, sw = solid.shape
-    touching = [i for i in range(1, n) if stats[i, cv2.CC_STAT_LEFT] == 0 or stats[i, cv2.CC_STAT_TOP] == 0
-                or stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] == sw
-                or stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] == sh]
+    n, labels = cv2.connectedComponents(solid, connectivity=4)
+    edges = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    touching = [int(i) for i in np.unique(edges) if i]  # the components that reach the copy's edge
     # The page's edge is sharp; a shadow's is soft. Keep a region whose boundary climbs at least SHARP of its
     # brightness step per pixel of this copy (a page edge: nearly all of it within a pixel or two; a hand's
     # shadow: spread over many).
-    gy, gx = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3) / 8, cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3) / 8
-    near = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-    grad = cv2.dilate(np.hypot(gx, gy), near)  # the steepest climb within two pixels of each point
-    sharp = []
+    grad = None
+    out = np.zeros_like(solid)
     for i in touching:
         region = (labels == i).astype(np.uint8)
         edge = (region - cv2.erode(region, np.ones((3, 3), np.uint8))).astype(bool)  # its boundary's pixels
@@ -91,11 +87,15 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
         if not edge.any():
             continue
         step = float(np.median(small[(cv2.dilate(region, k) - region).astype(bool)])) - float(np.median(small[region.astype(bool)]))
-        if step >= TABLE_STEP and float(np.median(grad[edge])) >= SHARP * step:
-            sharp.append(i)
-    if not sharp:
+        if step < TABLE_STEP:
+            continue
+        if grad is None:  # the steepest climb within two pixels of each point (only where a region needs it)
+            gy, gx = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3) / 8, cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3) / 8
+            grad = cv2.dilate(np.hypot(gx, gy), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
+        if float(np.median(grad[edge])) >= SHARP * step:
+            out |= region
+    if not out.any():
         return None
-    out = np.isin(labels, sharp).astype(np.uint8)
     if out.mean() > 0.6:  # the dark ground itself (light ink on dark, a dark page): not a table
         return None
     band = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(2 * EDGE_BAND * side),) * 2)
@@ -115,15 +115,16 @@ def _collinear(segs: np.ndarray) -> list[tuple[np.ndarray, float]]:
     groups = []  # [longest piece, unit direction, unit normal, offset, intervals along the direction]
     for x0, y0, x1, y1 in segs[order]:
         d = np.array([x1 - x0, y1 - y0], np.float64)
+        unit = d / np.linalg.norm(d)
         for g in groups:
             u, nrm, rho = g[1], g[2], g[3]
-            if abs(float(np.dot(d / np.linalg.norm(d), nrm))) < LINE_JOIN_ANGLE and all(
+            if abs(float(np.dot(unit, nrm))) < LINE_JOIN_ANGLE and all(
                     abs(float(np.dot((x, y), nrm)) - rho) < LINE_JOIN_GAP for x, y in ((x0, y0), (x1, y1))):
                 t = sorted((float(np.dot((x0, y0), u)), float(np.dot((x1, y1), u))))
                 g[4].append(t)
                 break
         else:
-            u = d / np.linalg.norm(d)
+            u = unit
             nrm = np.array([-u[1], u[0]])
             t = sorted((float(np.dot((x0, y0), u)), float(np.dot((x1, y1), u))))
             groups.append([np.array([x0, y0, x1, y1], np.float64), u, nrm, float(np.dot((x0, y0), nrm)), [t]])
@@ -281,10 +282,11 @@ def remove_lines(ink: np.ndarray) -> np.ndarray:
     return ink * (keep | (rejoined & lines) | (darker & lines))
 
 
-def _at_edge(labels: np.ndarray, n: int) -> np.ndarray:
+def _at_edge(labels: np.ndarray, n: int, shape: tuple[int, int]) -> np.ndarray:
     """bool per component (label 1..n-1): the table or the paper's edge, i.e. touching the image's edge
-    along EDGE_CONTACT of a side, or touching two opposite edges."""
-    h, w = labels.shape
+    along EDGE_CONTACT of a side, or touching two opposite edges. labels: of the image (shape: its h, w), or
+    of a window of it whose sides are either the image's or clear of ink (see _inked)."""
+    h, w = shape
     sides = [(labels[0], w), (labels[-1], w), (labels[:, 0], h), (labels[:, -1], h)]
     counts = [np.bincount(line, minlength=n)[1:] for line, _ in sides]
     broad = np.any([c >= EDGE_CONTACT * size for c, (_, size) in zip(counts, sides)], axis=0)
@@ -301,33 +303,45 @@ def keep_writing(ink: np.ndarray, photo: bool = False, line: bool = False) -> np
     haze that hangs on to one digit (uneven light) must not tie it to the image's edge; each kept component
     keeps its faint rim (one pixel around it)."""
     mask = (ink > INK_THRESHOLD).astype(np.uint8) if line else _binary(ink)
-    if not photo:  # a drawing: only its inked rectangle (and the rim around it) is labelled, for speed;
-        x, y, w, h = cv2.boundingRect(mask)  # the components, their order and the result are the same
-        if w == 0:
-            return ink
-        x0, y0, x1, y1 = max(x - 1, 0), max(y - 1, 0), min(x + w + 1, ink.shape[1]), min(y + h + 1, ink.shape[0])
-        out = np.zeros_like(ink)
-        out[y0:y1, x0:x1] = _keep(ink[y0:y1, x0:x1], mask[y0:y1, x0:x1], mask.size, False, line)
-        return out
-    return _keep(ink, mask, mask.size, photo, line)
+    window = _inked(mask)
+    if window is None:
+        return ink
+    out = np.zeros_like(ink)
+    out[window] = _keep(ink[window], mask[window], ink.shape, photo, line)
+    return out
 
 
-def _keep(ink: np.ndarray, mask: np.ndarray, area: int, photo: bool, line: bool) -> np.ndarray:
-    """keep_writing on ink and its binary mask; area: the whole input's pixels (the speck floor's scale)."""
+def _inked(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The window of a mask that components are labelled in: its inked rectangle and a rim of one pixel
+    (where the image has one), or None when nothing is inked. OpenCV's component statistics visit every
+    pixel they are given, the paper's too: on a photo's ink map most of the clean-up's time went there. The
+    window starts at even rows and columns (OpenCV labels 2x2 blocks), so the components, their order and
+    everything computed from them are those of the whole mask."""
+    x, y, w, h = cv2.boundingRect(mask)
+    if w == 0:
+        return None
+    x0, y0 = max(x - 1, 0) // 2 * 2, max(y - 1, 0) // 2 * 2
+    return slice(y0, min(y + h + 1, mask.shape[0])), slice(x0, min(x + w + 1, mask.shape[1]))
+
+
+def _keep(ink: np.ndarray, mask: np.ndarray, shape: tuple[int, int], photo: bool, line: bool) -> np.ndarray:
+    """keep_writing on ink and its binary mask (the window _inked gives of them); shape: the whole input's
+    (the speck floor's scale, the image's edges)."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n <= 1:
         return ink
     stats = stats[1:]
     areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
-    edge = _at_edge(labels, n) if photo else np.zeros(len(areas), bool)
-    floor = max(4.0, SPECK * area)
+    edge = _at_edge(labels, n, shape) if photo else np.zeros(len(areas), bool)
+    floor = max(4.0, SPECK * (shape[0] * shape[1]))
     # In a photo a digit may be small against the page (one ruled line high on a whole sheet): the floor is
     # then set by the core, so a piece of it (a 5's bar) still joins it.
     inner = np.where(~edge & (areas >= (PHOTO_FLOOR if photo else floor)))[0]
     # The core: the most ink, but a level sliver (what is left of a ruled line) counts for little. In a photo
     # the ink is weighed, not its area: a wide faint halo (paper texture or a ruled line just over the
     # threshold) covers more pixels than a small firm digit.
-    mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n)[1:] if photo else areas
+    on = mask.view(bool)  # the labelled pixels alone: the same sums, a fraction of the work
+    mass = np.bincount(labels[on], weights=ink[on], minlength=n)[1:] if photo else areas
     # In a photo a level sliver is no core at all while anything else is left: the residue of a faint ruled
     # line can outweigh a digit written one line high on a whole page.
     weight = mass * np.where(stats[:, 2] > LEVEL_SLIVER * stats[:, 3], 1e-3 if photo else 0.1, 1.0)
@@ -402,10 +416,19 @@ def _table_ink(ink: np.ndarray, outside: np.ndarray) -> np.ndarray | None:
     """bool HxW: the ink that runs on from the region outside the page (most of its component lies there):
     a strip of table too narrow for outside_paper along another edge, whose piece beyond the removed region
     would otherwise be left as a solid blob on the page. None where there is none."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(_binary(ink), connectivity=8)
-    table = np.bincount(labels[outside], minlength=n) >= TABLE_SHARE * stats[:, cv2.CC_STAT_AREA]
+    binary = _binary(ink)
+    window = _inked(binary)
+    if window is None:
+        return None
+    n, labels = cv2.connectedComponents(binary[window], connectivity=8)
+    on = binary[window].view(bool)
+    table = np.bincount(labels[outside[window] & on], minlength=n) >= TABLE_SHARE * np.bincount(labels[on], minlength=n)
     table[0] = False
-    return table[labels] if table.any() else None
+    if not table.any():
+        return None
+    out = np.zeros(ink.shape, bool)
+    out[window] = table[labels]
+    return out
 
 
 def writing(ink: np.ndarray, photo: bool, line: bool = False) -> np.ndarray:

@@ -38,13 +38,21 @@ def _odd(n: float) -> int:
     return max(3, int(n) // 2 * 2 + 1)
 
 
-def background(plane: np.ndarray, dark: bool) -> np.ndarray:
+def _small(plane: np.ndarray) -> np.ndarray:
+    """The copy the paper's light is judged on: area-averaged to ANALYSIS pixels on its longest side."""
+    h, w = plane.shape
+    f = min(1.0, ANALYSIS / max(h, w))
+    return cv2.resize(plane, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+
+
+def background(plane: np.ndarray, dark: bool, small: np.ndarray | None = None) -> np.ndarray:
     """The paper's local brightness: a closing (dark ink) or opening (light ink) wider than any stroke,
-    made on a small copy, smoothed and brought back to full size."""
+    made on a small copy (small: _small(plane), when the caller has it), smoothed and brought back to full
+    size."""
     h, w = plane.shape
     f = min(1.0, ANALYSIS / max(h, w))
     k = _odd(PAPER_KERNEL * min(h, w) * f)
-    small = cv2.resize(plane, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    small = _small(plane) if small is None else small
     ellipse = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     bg = cv2.morphologyEx(small, cv2.MORPH_CLOSE if dark else cv2.MORPH_OPEN, ellipse,
                           borderType=cv2.BORDER_REPLICATE)
@@ -52,16 +60,14 @@ def background(plane: np.ndarray, dark: bool) -> np.ndarray:
     return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def uniform_paper(plane: np.ndarray) -> tuple[float, float] | None:
+def uniform_paper(plane: np.ndarray, small: np.ndarray | None = None) -> tuple[float, float] | None:
     """(the paper's brightness, the ink's) when the paper is one level over the whole image (a scan, a
     screenshot, a crop like MNIST's own 28x28), else None. Otsu splits the pixels in two; the paper is the larger class, and it is
     uniform when it spreads little. Then one level is exact and a local estimate could only
     err: in a small image, a bold digit's merged strokes are wider than any kernel the image allows. Uniform
     means: the paper's spread (std) is under UNIFORM of the ink's contrast, so faint pencil under a mild
-    gradient still gets the local estimate."""
-    h, w = plane.shape
-    f = min(1.0, ANALYSIS / max(h, w))
-    small = cv2.resize(plane, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    gradient still gets the local estimate. small: _small(plane), when the caller has it."""
+    small = _small(plane) if small is None else small
     u8 = (np.clip(small, 0, 1) * 255).round().astype(np.uint8)
     t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     above = u8 > t
@@ -84,11 +90,15 @@ def _contrast(plane: np.ndarray, dark: bool) -> np.ndarray:
     blur would be a good part of a stroke: MNIST's own 28x28)."""
     if min(plane.shape) >= 4 * 28:
         plane = cv2.GaussianBlur(plane, (3, 3), 0)
-    levels = uniform_paper(plane)
-    bg = background(plane, dark) if levels is None else np.float32(levels[0])
+    small = _small(plane)
+    levels = uniform_paper(plane, small)
+    bg = background(plane, dark, small) if levels is None else np.float32(levels[0])
     if dark:  # divided: a stroke in a shadow keeps its contrast
-        return np.clip(1 - plane / np.maximum(bg, 1e-3), 0, 1)
-    return np.clip(plane - bg, 0, 1)
+        c = plane / np.maximum(bg, 1e-3)
+        np.subtract(1, c, out=c)
+    else:
+        c = plane - bg
+    return np.clip(c, 0, 1, out=c)
 
 
 def _noise(c: np.ndarray) -> tuple[float, float]:
@@ -104,7 +114,7 @@ def _hysteresis(c: np.ndarray, low: float, high: float) -> np.ndarray:
     its firm parts; paper noise over `low` has none)."""
     n, labels = cv2.connectedComponents((c > low).astype(np.uint8), connectivity=8)
     seeded = np.zeros(n, np.uint8)
-    seeded[np.unique(labels[c > high])] = 1
+    seeded[labels[c > high]] = 1
     seeded[0] = 0
     return seeded[labels]
 
@@ -123,7 +133,10 @@ def _ink(c: np.ndarray) -> tuple[np.ndarray, float]:
     mask = _hysteresis(c, low, high)
     # A faint halo stays faint. Not clipped at 1 yet: where ruled lines make most of the ink, the peak is
     # theirs, and the clean-up tells the writing from them by the writing's darker ink (extract_ink clips).
-    ink = np.maximum((c - low) / max(peak - low, 1e-3), 0) * mask
+    ink = c - low
+    ink /= max(peak - low, 1e-3)
+    np.maximum(ink, 0, out=ink)
+    ink *= mask
     return ink, float(ink.sum())
 
 
@@ -134,12 +147,10 @@ def dark_ink(d: Decoded) -> bool:
     brightness or one global level would not. Ink is what differs from it; its sign gives the polarity. (A
     morphological paper estimate is no judge here: an opening, the light-ink estimate, dips between dense
     dark strokes, so the paper inside a 0 or between two strokes would look like light ink.)"""
-    levels = uniform_paper(d.gray)
+    small = _small(d.gray)
+    levels = uniform_paper(d.gray, small)
     if levels is not None:  # one paper level over the whole image: the paper is its larger class
         return levels[0] >= levels[1]
-    h, w = d.gray.shape
-    f = min(1.0, ANALYSIS / max(h, w))
-    small = cv2.resize(d.gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
     u8 = (small * 255).round().astype(np.uint8)
     k = min(_odd(PAPER_KERNEL * min(small.shape)), 255)
     paper = cv2.medianBlur(u8, k).astype(np.float32)
