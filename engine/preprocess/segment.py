@@ -114,12 +114,11 @@ def _groups(labels_stats: np.ndarray, digit_h: int) -> tuple[list[_Group], int, 
         for i in range(len(big) - 1):
             a, b = big[i], big[i + 1]
             u = a.union(b)
-            part = min(a, b, key=lambda g: g.h)
+            ov, part = _overlap(a, b), min(a, b, key=lambda g: g.h)
             short = part.h < 0.6 * digit_h  # a 5's bar, half of a broken 4: never a digit alone
-            bar = part.w >= 2 * part.h and _overlap(a, b) > -BAR_GAP * digit_h  # a flat stroke just beside it
+            bar = part.w >= 2 * part.h and ov > -BAR_GAP * digit_h  # a flat stroke just beside it
             wide = u.w / max(digit_h, u.h)  # a 5's bar makes it taller too
-            if (_overlap(a, b) >= 0.5 * min(a.w, b.w) and wide <= MERGE_MAX
-                    or short and (_overlap(a, b) > 0 or bar) and wide <= MERGE_SHORT):
+            if ov >= 0.5 * min(a.w, b.w) and wide <= MERGE_MAX or short and (ov > 0 or bar) and wide <= MERGE_SHORT:
                 big[i:i + 2] = [u]
                 merged = True
                 break
