@@ -97,6 +97,24 @@ def test_a_fives_separate_bar_is_part_of_the_five(runtime, bar):
     assert len(r.frames) == 1 and r.label == str(int(single.argmax())), r
 
 
+@pytest.mark.parametrize("shape", ["flat", "halves"])
+def test_all_the_ink_may_be_one_digit(runtime, shape):
+    """A single 0 that the grouping sees as two digits: one blob far wider than tall, or two halves with gaps
+    (together no wider than a digit). Read as the 0 it is, exactly as preprocess() reads it, not as '67' or
+    '11'."""
+    import cv2
+    ink = np.zeros((600, 800), np.uint8)
+    if shape == "flat":
+        cv2.ellipse(ink, (400, 300), (130, 70), 0, 0, 360, 255, 16)
+    else:
+        for start in (110, -70):  # left and right halves, 20 degrees short of meeting at the top and bottom
+            cv2.ellipse(ink, (400, 300), (60, 90), 0, start, start + 140, 255, 16)
+    page = 255 - ink
+    r = read(page, runtime.spec, runtime.predict_proba)
+    single = runtime.predict_proba(preprocess(page, runtime.spec)[0])[0]
+    assert len(r.frames) == 1 and r.label == "0" and int(single.argmax()) == 0, r
+
+
 def test_more_digits_than_the_limit_are_said(mnist_test, runtime):
     text = "1234567890123"
     r = read(_sketch(mnist_test, text, seed=3), runtime.spec, runtime.predict_proba)

@@ -26,8 +26,10 @@ height (the tallest piece of ink: digits on one line share a height, a '1' is ta
    piece is one whole digit (engine.preprocess.verify: a small CNN trained on MNIST's training digits that
    sees the piece in its place on the line, so it knows a fragment whose ink goes on past a cut, or two
    digits run together, which the reading model may read confidently as one digit). A blob that is all the
-   ink in the image is read whole unless a split reads clearly better (most images hold a single digit). A
-   piece far wider than a digit that could not be cut is read whole and a note says so.
+   ink in the image, or parts that together are no wider than a digit (a 0 drawn with gaps, a 4 in two
+   strokes far apart), are read as one digit unless the digits read clearly better (most images hold a
+   single digit); there the verifier, trained on lines, weighs less (it doubts a flat 0 alone). A piece far
+   wider than a digit that could not be cut is read whole and a note says so.
 """
 from __future__ import annotations
 
@@ -50,7 +52,9 @@ MERGE_SHORT = 1.6       # ... or this, for a short part over a digit's columns (
 SHORT = 0.75            # a piece shorter than this x digit height is likely a fragment of a digit ...
 SHORT_SLOPE = 8.0       # ... by this log-prior per digit height below it
 PIECE_PRIOR = 0.0       # log-prior per piece (tuned on generated numbers and single digits)
-LONE_BLOB = 1.0         # log-prior for reading all the ink as one digit when it is one blob
+LONE_BLOB = 1.0         # log-prior for reading all the ink as one digit (one blob, or parts no wider than WIDE)
+ALONE_VERIFY = 0.5      # weight of the verifier's log P(one whole digit) there (trained on lines, it doubts a
+                        # flat 0 or a wide 4 alone; 0.25 lost touching numbers, seeds 7 and 8)
 FAR_WIDE = 2.0          # ... and no digit is this wide (MNIST: 99.9 % are under 1.7)
 WIDE_COST = 10.0        # log-prior against a piece wider than WIDE x digit height (none for a lone blob)
 # MNIST's training digits, per class 0-9: mean and standard deviation of log(width / height) of the ink
@@ -225,27 +229,49 @@ def candidates(ink: np.ndarray) -> tuple[list[Blob], int]:
 
 
 def choose(blobs: list[Blob], probs: list[np.ndarray | None], digit_h: int,
-           whole: list[np.ndarray | None] | None = None) -> tuple[list[Piece], list[str]]:
+           whole: list[np.ndarray | None] | None = None) -> tuple[list[Piece], list[str], float]:
     """Each blob's best split (probs: per blob, its pieces' class probabilities in the order of its
     `pieces`, or None where the model was not asked; whole: likewise, the verifier's log-odds that each is one
-    whole digit) -> the digits left to right, and notes."""
-    pieces, notes = [], []
+    whole digit) -> the digits left to right, notes, and the chosen pieces' total score."""
+    pieces, notes, total = [], [], 0.0
     for blob, p, z in zip(blobs, probs, whole or [None] * len(blobs)):
         keys = list(blob.pieces)
-        s = _scores([blob.pieces[k] for k in keys], p, digit_h)
-        if z is not None:  # log P(one whole digit), from the verifier's log-odds
-            s = s - VERIFY * np.logaddexp(0.0, -z)
-        scores = dict(zip(keys, s))
+        scores = dict(zip(keys, _verified_scores([blob.pieces[k] for k in keys], p, digit_h, z)))
         whole = (0, len(blob.nodes) - 1)
         if len(blobs) == 1 and whole in scores:  # all the ink in one blob: most often a single digit, maybe a
             scores[whole] += LONE_BLOB + WIDE_COST * (_width(blob.pieces[whole]) > WIDE * digit_h)  # wide one
+            if z is not None:
+                scores[whole] += (VERIFY - ALONE_VERIFY) * np.logaddexp(0.0, -z[keys.index(whole)])
         for k in _best_split(scores, len(blob.nodes)):
             piece = blob.pieces[k]
+            total += scores[k]
             if _width(piece) > (WIDE if len(blobs) > 1 else FAR_WIDE) * digit_h:  # a lone blob may be a wide digit
                 notes.append(f"a blob of ink {_width(piece) / digit_h:.1f} digit heights wide "
                              f"could not be split into digits; it was read as one digit")
             pieces.append(piece)
-    return pieces, notes
+    return pieces, notes, total
+
+
+def _verified_scores(pieces: list[Piece], probs: np.ndarray | None, digit_h: int,
+                     z: np.ndarray | None, weight: float = VERIFY) -> np.ndarray:
+    """_scores, plus the verifier's log P(one whole digit) (from its log-odds z) where it was asked."""
+    s = _scores(pieces, probs, digit_h)
+    return s if z is None else s - weight * np.logaddexp(0.0, -z)
+
+
+def _all_ink(blobs: list[Blob]) -> Piece:
+    """All the blobs' ink as one piece (each blob whole)."""
+    parts = [b.pieces[(0, len(b.nodes) - 1)] for b in blobs]
+    ox, oy = min(p.origin[0] for p in parts), min(p.origin[1] for p in parts)
+    ink = np.zeros((max(p.origin[1] + p.ink.shape[0] for p in parts) - oy,
+                    max(p.origin[0] + p.ink.shape[1] for p in parts) - ox), np.float32)
+    for p in parts:
+        h, w = p.ink.shape
+        window = ink[p.origin[1] - oy:p.origin[1] - oy + h, p.origin[0] - ox:p.origin[0] - ox + w]
+        np.maximum(window, p.ink, out=window)
+    box = (min(p.box[0] for p in parts), min(p.box[1] for p in parts),
+           max(p.box[2] for p in parts), max(p.box[3] for p in parts))
+    return Piece(ink, box, (ox, oy))
 
 
 def _width(piece: Piece) -> int:
@@ -288,22 +314,33 @@ def segment(ink: np.ndarray, classify=None, max_digits: int = MAX_DIGITS) -> Seg
     (engine.preprocess.verify) scores every candidate piece, and those it rules out clearly are not read.
     """
     blobs, digit_h = candidates(ink)
-    split = [b for b in blobs if len(b.pieces) > 1]  # blobs that may be cut: their pieces are scored
-    whole = [None] * len(blobs)
-    if split and VERIFY:
-        z = _per_blob(blobs, split, whole_logodds(np.stack([view(ink, p.ink, p.origin, p.box, digit_h)
-                                                            for b in split for p in b.pieces.values()])))
-        for k, (b, zb) in enumerate(zip(blobs, z)):
+    # Parts that together are no wider than one digit may be one digit the grouping left in parts (a 0 or an
+    # 8 drawn with a gap, a 4 in two strokes): all the ink is also scored as one digit, against every blob's
+    # own reading.
+    one = _all_ink(blobs) if len(blobs) > 1 and classify is not None else None
+    if one is not None and _width(one) > WIDE * digit_h:
+        one = None
+    scored = [b for b in blobs if len(b.pieces) > 1 or one is not None]  # blobs whose pieces are scored
+    whole, z_one = [None] * len(blobs), None
+    if scored and VERIFY:
+        views = [view(ink, p.ink, p.origin, p.box, digit_h) for b in scored for p in b.pieces.values()]
+        z = whole_logodds(np.stack(views + ([view(ink, one.ink, one.origin, one.box, digit_h)] if one else [])))
+        z, z_one = (z[:-1], z[-1:]) if one else (z, None)
+        for k, (b, zb) in enumerate(zip(blobs, _per_blob(blobs, scored, z))):
             if zb is not None:  # the model reads only pieces that may be a whole digit (the whole blob always
                 # is one: a split is never forced)
                 last = (0, len(b.nodes) - 1)
                 keep = [i for i, key in enumerate(b.pieces) if zb[i] > PRUNE or key == last]
                 blobs[k] = Blob(b.nodes, {key: p for i, (key, p) in enumerate(b.pieces.items()) if i in keep})
                 whole[k] = zb[keep]
-        split = [b for b in blobs if len(b.pieces) > 1]
-    pieces = [p for b in split for p in b.pieces.values()]
-    probs = _per_blob(blobs, split, classify([p.ink for p in pieces]) if pieces and classify is not None else None)
-    pieces, notes = choose(blobs, probs, digit_h, whole)
+        scored = [b for b in blobs if len(b.pieces) > 1 or one is not None]
+    pieces = [p for b in scored for p in b.pieces.values()] + ([one] if one else [])
+    probs = classify([p.ink for p in pieces]) if pieces and classify is not None else None
+    p_one = probs[-1:] if one else None
+    probs = _per_blob(blobs, scored, probs[:-1] if one else probs)
+    pieces, notes, total = choose(blobs, probs, digit_h, whole)
+    if one is not None and _verified_scores([one], p_one, digit_h, z_one, ALONE_VERIFY)[0] + LONE_BLOB > total:
+        pieces, notes = [one], []
     found = len(pieces)
     if found > max_digits:
         notes.append(f"{found} digits found: read the first {max_digits} (the most one image may hold)")
