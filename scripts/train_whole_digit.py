@@ -2,7 +2,8 @@
 whole digit? Only MNIST's training digits are used (the last 5,000 held out to report the verifier's own
 accuracy); the test digits, which scripts/eval_numbers.py writes numbers with, are never seen.
 
-    python scripts/train_whole_digit.py                     # writes engine/preprocess/whole_digit.pt
+    python scripts/train_whole_digit.py                     # writes engine/preprocess/whole_digit.pt and .onnx
+    python scripts/train_whole_digit.py --export-only       # the .onnx again, from the .pt as it is
     python scripts/train_whole_digit.py --lines 300 --epochs 1 --out /tmp/w.pt   # a quick dry run
 
 Lines of 1-4 training digits are written by engine.render's line writer, their neighbours touching or
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python scripts/
 from engine.data import default_data_dir, load_dataset  # noqa: E402
 from engine.preprocess.frame import INK_THRESHOLD  # noqa: E402
 from engine.preprocess.segment import candidates  # noqa: E402
-from engine.preprocess.verify import WEIGHTS, WholeDigitNet, view  # noqa: E402
+from engine.preprocess.verify import WEIGHTS, WholeDigitNet, export_onnx, view  # noqa: E402
 from engine.render import _line_of_digits  # noqa: E402
 
 HELD_OUT = 5000  # the last training digits: the verifier's validation set
@@ -79,8 +80,14 @@ def main(argv=None) -> float:
     p.add_argument("--epochs", type=int, default=5, help="passes over the samples (default: 5)")
     p.add_argument("--seed", type=int, default=0, help="line writing and initialisation seed (default: 0)")
     p.add_argument("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw (default: $DIGITS_DATA_DIR or data)")
-    p.add_argument("--out", type=Path, default=WEIGHTS, help=f"weights file (default: {WEIGHTS})")
+    p.add_argument("--out", type=Path, default=WEIGHTS, help=f"weights file (default: {WEIGHTS}); its ONNX "
+                   "export is written beside it (.onnx)")
+    p.add_argument("--export-only", action="store_true", help="only export the weights file to ONNX again")
     args = p.parse_args(argv)
+    if args.export_only:
+        export_onnx(args.out, args.out.with_suffix(".onnx"))
+        print(f"wrote {args.out.with_suffix('.onnx')}")
+        return 0.0
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
@@ -112,7 +119,9 @@ def main(argv=None) -> float:
             acc = float(((net(vx) > 0).float() == vy).float().mean())
         print(f"epoch {epoch + 1}: loss {loss.item():.3f}, held-out accuracy {acc:.2%}")
     torch.save({k: v.half() for k, v in net.state_dict().items()}, args.out)  # fp16: half the file
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KB) in {time.perf_counter() - t0:.0f} s")
+    export_onnx(args.out, args.out.with_suffix(".onnx"))
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KB) and its ONNX export "
+          f"in {time.perf_counter() - t0:.0f} s")
     return acc
 
 

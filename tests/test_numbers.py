@@ -158,6 +158,31 @@ def test_verifier_tells_whole_digits_from_pieces(mnist_test):
     assert labels.min() == 0 and labels.max() == 1 and right.mean() >= 0.93, f"{right.mean():.1%} right"
 
 
+def test_verifier_export_runs_its_weights_and_a_stale_one_is_refused(tmp_path, monkeypatch):
+    """The shipped ONNX export answers as its weights do in torch; an export of other weights is refused with
+    the command that makes it again, and that command's export is taken."""
+    import shutil
+
+    import torch
+
+    from engine.preprocess import verify
+
+    views = np.random.default_rng(0).random((16, 2, *verify.VIEW_HW), dtype=np.float32)
+    with torch.inference_mode():
+        expected = verify.load_net()(torch.from_numpy(views)).double().numpy()
+    np.testing.assert_allclose(whole_logodds(views), expected, atol=1e-4)
+
+    weights, onnx_path = tmp_path / "w.pt", tmp_path / "w.onnx"
+    shutil.copy(verify.ONNX, onnx_path)
+    torch.save({k: v * 1.01 for k, v in torch.load(verify.WEIGHTS, weights_only=True).items()}, weights)
+    monkeypatch.setattr(verify, "WEIGHTS", weights)
+    monkeypatch.setattr(verify, "ONNX", onnx_path)
+    with pytest.raises(RuntimeError, match="train_whole_digit.py --export-only"):
+        whole_logodds(views)
+    verify.export_onnx(weights, onnx_path)
+    assert not np.allclose(whole_logodds(views), expected, atol=1e-3)  # the new weights' answers
+
+
 @pytest.mark.parametrize("kind", NUMBER_KINDS)
 def test_fixed_sample_of_numbers(kind, mnist_test, runtime):
     """N_PER_KIND generated 2-8-digit numbers per kind, read whole."""

@@ -199,8 +199,9 @@ class Blob:
     pieces: dict[tuple[int, int], Piece]
 
 
-def candidates(ink: np.ndarray) -> tuple[list[Blob], int]:
-    """A cleaned ink map -> its blobs left to right with their candidate pieces, and the digit height."""
+def candidates(ink: np.ndarray, whole_only: bool = False) -> tuple[list[Blob], int]:
+    """A cleaned ink map -> its blobs left to right with their candidate pieces, and the digit height.
+    whole_only: each blob's cut positions, but only its whole piece (the others are not made)."""
     binary = (ink > INK_THRESHOLD).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if n <= 1:
@@ -216,8 +217,8 @@ def candidates(ink: np.ndarray) -> tuple[list[Blob], int]:
         if g.w > SPLIT_FROM * digit_h:  # wide enough for touching digits: where they may be cut apart
             nodes[1:1] = _cut_candidates(mask.sum(0), digit_h)
         cand = {}
-        for i in range(len(nodes) - 1):
-            for j in range(i + 1, len(nodes)):
+        for i in range(1 if whole_only else len(nodes) - 1):
+            for j in range(len(nodes) - 1 if whole_only else i + 1, len(nodes)):
                 if j > i + 1 and nodes[j] - nodes[i] > WIDE * digit_h and (i, j) != (0, len(nodes) - 1):
                     continue  # a piece spanning several cuts only while it can be one digit (or is the whole blob)
                 piece = _piece(crop, mask, nodes[i], nodes[j], at)
@@ -239,17 +240,29 @@ def choose(blobs: list[Blob], probs: list[np.ndarray | None], digit_h: int,
         scores = dict(zip(keys, _verified_scores([blob.pieces[k] for k in keys], p, digit_h, z)))
         whole = (0, len(blob.nodes) - 1)
         if len(blobs) == 1 and whole in scores:  # all the ink in one blob: most often a single digit, maybe a
-            scores[whole] += LONE_BLOB + WIDE_COST * (_width(blob.pieces[whole]) > WIDE * digit_h)  # wide one
-            if z is not None:
-                scores[whole] += (VERIFY - ALONE_VERIFY) * np.logaddexp(0.0, -z[keys.index(whole)])
+            i = keys.index(whole)  # wide one
+            scores[whole] = _lone_whole(blob, None if p is None else p[i:i + 1], digit_h, None if z is None else z[i:i + 1])
         for k in _best_split(scores, len(blob.nodes)):
             piece = blob.pieces[k]
             total += scores[k]
-            if _width(piece) > (WIDE if len(blobs) > 1 else FAR_WIDE) * digit_h:  # a lone blob may be a wide digit
-                notes.append(f"a blob of ink {_width(piece) / digit_h:.1f} digit heights wide "
-                             f"could not be split into digits; it was read as one digit")
+            notes += _too_wide(piece, digit_h, WIDE if len(blobs) > 1 else FAR_WIDE)  # a lone blob may be a wide digit
             pieces.append(piece)
     return pieces, notes, total
+
+
+def _too_wide(piece: Piece, digit_h: int, limit: float) -> list[str]:
+    """The note for a piece read as one digit though wider than `limit` digit heights (none if narrower)."""
+    if _width(piece) <= limit * digit_h:
+        return []
+    return [f"a blob of ink {_width(piece) / digit_h:.1f} digit heights wide could not be split into digits; "
+            f"it was read as one digit"]
+
+
+def _lone_whole(blob: Blob, p: np.ndarray | None, digit_h: int, z: np.ndarray | None) -> float:
+    """The score of a lone blob (all the ink in the image) read whole, as choose() scores it."""
+    whole = blob.pieces[(0, len(blob.nodes) - 1)]
+    return float(_verified_scores([whole], p, digit_h, z, ALONE_VERIFY)[0] + LONE_BLOB
+                 + WIDE_COST * (_width(whole) > WIDE * digit_h))
 
 
 def _verified_scores(pieces: list[Piece], probs: np.ndarray | None, digit_h: int,
@@ -313,7 +326,17 @@ def segment(ink: np.ndarray, classify=None, max_digits: int = MAX_DIGITS) -> Seg
     shape); without it, the pieces whose widths are the most usual for a digit. Either way the verifier
     (engine.preprocess.verify) scores every candidate piece, and those it rules out clearly are not read.
     """
-    blobs, digit_h = candidates(ink)
+    blobs, digit_h = candidates(ink, whole_only=True)
+    if len(blobs) == 1 and len(blobs[0].nodes) > 2 and classify is not None and PIECE_PRIOR <= 0:
+        # All the ink is one blob that may be cut. Every piece scores at most 0, so a split of two or more scores
+        # at most 0 too: when the whole scores above 0 it is chosen, and the other pieces need not be made or
+        # read (most drawings are one digit, read confidently).
+        one = blobs[0].pieces[(0, len(blobs[0].nodes) - 1)]
+        z = whole_logodds(view(ink, one.ink, one.origin, one.box, digit_h)[None]) if VERIFY else None
+        if _lone_whole(blobs[0], classify([one.ink]), digit_h, z) > 0:
+            return Segmentation([one], _too_wide(one, digit_h, FAR_WIDE), 1)
+    if any(len(b.nodes) > 2 for b in blobs):
+        blobs, digit_h = candidates(ink)
     # Parts that together are no wider than one digit may be one digit the grouping left in parts (a 0 or an
     # 8 drawn with a gap, a 4 in two strokes): all the ink is also scored as one digit, against every blob's
     # own reading.

@@ -8,10 +8,14 @@ own score of the piece. It never reads the digit: that stays with the user's mod
     z = whole_logodds(np.stack(views))                   # (n,) log-odds that each piece is one whole digit
 
 Trained only on MNIST's training digits, written as touching and apart lines by engine.render; rebuilt by
-`python scripts/train_whole_digit.py` (about 20 minutes on 2 busy CPU cores), which writes WEIGHTS.
+`python scripts/train_whole_digit.py` (about 20 minutes on 2 busy CPU cores), which writes WEIGHTS and their
+ONNX export, which whole_logodds runs with ONNX Runtime on one thread: a few small views are less work than a
+thread pool's hand-offs, and torch's pool and ONNX Runtime's (the reading model's) would contend for the
+cores. The export names the sha256 of the weights it was made from; an export of other weights is refused.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import cv2
@@ -23,6 +27,8 @@ import torch.nn.functional as F
 VIEW_HW = (32, 48)      # rows, columns of the view
 VIEW_DIGIT = 20         # the line's digit height in the view, in pixels (MNIST's glyph box)
 WEIGHTS = Path(__file__).with_name("whole_digit.pt")
+ONNX = WEIGHTS.with_suffix(".onnx")
+SOURCE_KEY = "weights_sha256"  # ONNX metadata: the sha256 of the WEIGHTS file it was exported from
 
 
 class WholeDigitNet(nn.Module):
@@ -67,17 +73,54 @@ def _paste(dst: np.ndarray, src: np.ndarray, x0: int, y0: int) -> None:
         dst[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = src[sy0:sy1, sx0:sx1]
 
 
-_net: WholeDigitNet | None = None
+def weights_sha256(path: Path = WEIGHTS) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _session(weights: Path, onnx_path: Path):
+    import onnxruntime as ort
+
+    for f in (weights, onnx_path):
+        if not f.exists():
+            raise FileNotFoundError(f"{f} is missing; rebuild it with `python scripts/train_whole_digit.py`")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(onnx_path), sess_options=so, providers=["CPUExecutionProvider"])
+    if session.get_modelmeta().custom_metadata_map.get(SOURCE_KEY) != weights_sha256(weights):
+        raise RuntimeError(f"{onnx_path} was exported from other weights than {weights}; export it again with "
+                           f"`python scripts/train_whole_digit.py --export-only`")
+    return session
+
+
+_sessions: dict = {}
 
 
 def whole_logodds(views: np.ndarray) -> np.ndarray:
-    """(n, 2, 32, 48) views -> (n,) float64 log-odds that each piece is one whole digit (WEIGHTS, loaded once)."""
-    global _net
-    if _net is None:
-        if not WEIGHTS.exists():
-            raise FileNotFoundError(f"{WEIGHTS} is missing; rebuild it with `python scripts/train_whole_digit.py`")
-        net = WholeDigitNet()
-        net.load_state_dict({k: v.float() for k, v in torch.load(WEIGHTS, weights_only=True).items()})
-        _net = net.eval()
-    with torch.inference_mode():
-        return _net(torch.from_numpy(np.ascontiguousarray(views, np.float32))).double().numpy()
+    """(n, 2, 32, 48) views -> (n,) float64 log-odds that each piece is one whole digit (ONNX, loaded once)."""
+    key = (WEIGHTS, ONNX)
+    if key not in _sessions:
+        _sessions[key] = _session(*key)
+    return _sessions[key].run(None, {"views": np.ascontiguousarray(views, np.float32)})[0].astype(np.float64)
+
+
+def load_net(weights: Path = WEIGHTS) -> WholeDigitNet:
+    """The verifier as a torch module (for training and export), in float32."""
+    net = WholeDigitNet()
+    net.load_state_dict({k: v.float() for k, v in torch.load(weights, weights_only=True).items()})
+    return net.eval()
+
+
+def export_onnx(weights: Path = WEIGHTS, out: Path = ONNX) -> None:
+    """WEIGHTS -> their ONNX export (dynamic batch, one file), naming the weights' sha256."""
+    import onnx
+
+    n = torch.export.Dim("n", min=1)
+    program = torch.onnx.export(load_net(weights), (torch.zeros(2, 2, *VIEW_HW),), None, dynamo=True,
+                                input_names=["views"], output_names=["logodds"], dynamic_shapes=({0: n},),
+                                external_data=False, optimize=True, verbose=False)
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, {SOURCE_KEY: weights_sha256(weights)})
+    onnx.checker.check_model(proto, full_check=True)
+    tmp = out.with_suffix(".onnx.tmp")
+    onnx.save(proto, str(tmp))
+    tmp.replace(out)  # never a half-written export
