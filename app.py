@@ -135,7 +135,9 @@ def load_served_model(name: str, checkpoint: Path, only_fresh: bool) -> ServedMo
     runtimes, problems, refused = {}, {}, set()
     for backend in available_backends():
         try:
-            runtimes[backend] = load_runtime(checkpoint, backend)
+            # A request's model runs are a few among its preprocessing: ONNX Runtime's threads spinning
+            # between runs would take the cores from it (see export.runtime.ort_session).
+            runtimes[backend] = load_runtime(checkpoint, backend, spin=False)
         except RefusedExportError as e:  # failed its checks at export (int8 on this CPU, say): not offered
             print(f"note: {name}: {e}", file=sys.stderr)
             problems[backend] = str(e)

@@ -233,11 +233,15 @@ _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "exten
                "all": "ORT_ENABLE_ALL"}
 
 
-def ort_session(path: str | os.PathLike, provider: str = "cpu", threads: int = 0, opt_level: str = "all"):
+def ort_session(path: str | os.PathLike, provider: str = "cpu", threads: int = 0, opt_level: str = "all",
+                spin: bool = True):
     """An InferenceSession with deliberate options; raises if the requested provider does not really run.
 
     threads: intra-op threads (0 = ONNX Runtime's default, one per physical core).
     opt_level: graph optimisation level, one of disable/basic/extended/all.
+    spin: whether idle worker threads spin, waiting for the next run (ONNX Runtime's default: the fastest
+    back-to-back runs). A server whose runs are a few among other work turns it off: spinning threads take
+    the cores from the request's own Python work in between.
     """
     import onnxruntime as ort
 
@@ -249,6 +253,8 @@ def ort_session(path: str | os.PathLike, provider: str = "cpu", threads: int = 0
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1  # these graphs are chains: no parallel branches to run
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[opt_level])
     session = ort.InferenceSession(str(path), sess_options=so, providers=_PROVIDERS[provider])
     # onnxruntime-gpu lists CUDA even without a GPU and then quietly falls back to CPU: check what runs.
@@ -348,10 +354,10 @@ class OrtRuntime(Runtime):
 
 
 def load_runtime(checkpoint: str | os.PathLike, backend: str, threads: int = 0, opt_level: str = "all",
-                 out_dir: str | os.PathLike | None = None) -> Runtime:
+                 out_dir: str | os.PathLike | None = None, spin: bool = True) -> Runtime:
     """Load `backend` for `checkpoint`. PyTorch runs the checkpoint itself; every other backend loads its
     export (from `out_dir`, default beside the checkpoint) after checking it was made from this exact
-    checkpoint. threads/opt_level go to ort_session (ONNX Runtime backends only)."""
+    checkpoint. threads/opt_level/spin go to ort_session (ONNX Runtime backends only)."""
     if backend not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
     if backend in CUDA_BACKENDS and not cuda_works():
@@ -383,7 +389,7 @@ def load_runtime(checkpoint: str | os.PathLike, backend: str, threads: int = 0, 
         return TorchRuntime(module, path=path, **common)
 
     provider = _ONNX_BACKENDS[backend][1]
-    session = ort_session(path, provider=provider, threads=threads, opt_level=opt_level)
+    session = ort_session(path, provider=provider, threads=threads, opt_level=opt_level, spin=spin)
     _checked(path, kind, session.get_modelmeta().custom_metadata_map, ckpt, sha, checkpoint, out_dir)
     names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
     if names != ([INPUT_NAME], [OUTPUT_NAME]):
