@@ -67,6 +67,38 @@ def test_flick_beside_a_single_digit_is_not_a_second_digit(mnist_test, runtime):
     assert len(r.frames) == 1 and r.label == "5" and int(single.argmax()) == 5, r
 
 
+@pytest.mark.parametrize("marks", ["flick", "two flicks", "below"])
+def test_flicks_beside_a_digit_are_no_digit(mnist_test, runtime, marks):
+    """Marks beside one digit that the stray-tap rule (shorter and narrower than 0.55 of the digit's height)
+    lets through: a straight flick 0.7 of the digit's height but only 2.5 times as long as thick; two
+    flicks, one over the other's columns (each a tap, together too tall for one); a dot and a dash joined,
+    wider than a tap but wholly below the digit. None is a digit of a number ('1' is tall and thin): read as the digit alone, as preprocess() reads it."""
+    import cv2
+    digit = _alpha(render_number(_digits(mnist_test, "3"), "apart", np.random.default_rng(1)))
+    ys, xs = np.nonzero(digit)
+    y0, y1 = int(ys.min()), int(ys.max())
+    h = y1 - y0
+    alpha = np.pad(digit[:, :xs.max() + 1], ((0, h), (0, 2 * h)))  # room on its right and below
+    x0, k = int(xs.max()) + h // 3, int(0.28 * h)  # where the marks start; a flick's thickness
+    if marks == "below":
+        cv2.circle(alpha, (x0, y1 + h // 3), k // 2, 255, -1)
+        cv2.line(alpha, (x0 + k // 2, y1 + h // 3), (x0 + int(0.7 * h), y1 + h // 3), 255, k // 2)
+    elif marks == "flick":
+        cv2.line(alpha, (x0, y0 + int(0.85 * h)), (x0 + int(0.2 * h), y0 + int(0.15 * h) + k), 255, k)
+    else:  # two thinner ones, 0.75 of the digit's height together
+        k = int(0.2 * h)
+        cv2.line(alpha, (x0, y0 + int(0.75 * h)), (x0 + int(0.12 * h), y0 + int(0.55 * h)), 255, k)
+        cv2.line(alpha, (x0 + int(0.18 * h), y0 + int(0.32 * h)), (x0 + int(0.3 * h), y0 + int(0.2 * h)), 255, k)
+    layer = np.zeros((*alpha.shape, 4), np.uint8)
+    layer[..., 3] = alpha
+    composite = np.full_like(layer, 255)
+    composite[alpha > 0, :3] = 0
+    value = {"background": np.full_like(layer, 255), "layers": [layer], "composite": composite}
+    single = runtime.predict_proba(preprocess(value, runtime.spec)[0])[0]
+    r = read(value, runtime.spec, runtime.predict_proba)
+    assert len(r.frames) == 1 and r.label == str(int(single.argmax())), r
+
+
 def test_digit_in_two_strokes_is_one_digit(mnist_test, runtime):
     value = _sketch(mnist_test, "2026")
     alpha = _alpha(value)
@@ -80,11 +112,12 @@ def test_digit_in_two_strokes_is_one_digit(mnist_test, runtime):
     assert read(value, runtime.spec, runtime.predict_proba).label == "2026"
 
 
-@pytest.mark.parametrize("bar", [((215, 185), (560, 170)), ((358, 200), (530, 192))], ids=["long", "beside"])
+@pytest.mark.parametrize("bar", [((215, 185), (560, 170)), ((358, 200), (530, 192)), ((400, 178), (540, 172))],
+                         ids=["long", "beside", "above"])
 def test_a_fives_separate_bar_is_part_of_the_five(runtime, bar):
     """A 5 whose bar is drawn apart: reaching far to the right over the stem (wider than a digit's union of
-    parts may be), or starting just beside the body, over none of its columns. The bar is too short to be a
-    digit alone, so the 5 is one digit, not "52"."""
+    parts may be), starting just beside the body, over none of its columns, or further right but wholly above
+    the body's top. The bar is too short to be a digit alone, so the 5 is one digit, not "52"."""
     import cv2
     ink = np.zeros((600, 700), np.uint8)
     cv2.line(ink, (200, 210), (195, 310), 255, 18)                # the stem

@@ -15,7 +15,10 @@ height (the tallest piece of ink: digits on one line share a height, a '1' is ta
 2. parts of one digit are merged back when their columns overlap (a 5's separate top bar, a 4 or 7
    drawn in two strokes, a broken stroke), unless the union would be wider than one digit (a short part,
    such as a 5's bar, is no digit alone: it is merged while the union is at most MERGE_SHORT heights wide,
-   and a flat one also when it starts just beside the digit);
+   and a flat one also when it starts just beside the digit, or a little further right wholly above its
+   top); what is left that is no digit is dropped: far shorter and narrower than the line's digits (a tap),
+   short straight strokes only a few times longer than thick (flicks of the pen), or short and wholly above
+   or below the line's tallest digit;
 3. digits that touch are split: in a blob wider than SPLIT_FROM digit heights, the cut candidates are the
    columns where the ink is thinnest (every local minimum of its column profile: where neighbours overlap
    no column is free of ink, so none is ruled out for the ink it crosses); every piece between two
@@ -44,10 +47,14 @@ from engine.preprocess.verify import view, whole_logodds
 MAX_DIGITS = 12         # digits read from one image; more are reported, not read
 SPECK = 0.3             # a component whose height and width are both under this x digit height is small
 TAP = 0.55              # a group of ink shorter and narrower than this x digit height, alone, is no digit
+FLICK = 0.8             # ... nor short straight strokes, each shorter than this x digit height and
+FLICK_ASPECT = 4.0      # ... under this many times as long as it is thick: a flick of the pen (a '1' is tall and thin)
+FLICK_FILL = 0.75       # (straight: its ink fills this share of its smallest enclosing rectangle)
 WIDE = 1.45             # a piece wider than this x digit height holds two digits (MNIST: 99 % of digits are narrower)
 SPLIT_FROM = 0.6        # blobs wider than this x digit height may hold two touching digits ('11', '17')
 MERGE_MAX = 1.1         # parts are merged into one digit only while the union is at most this x height
-BAR_GAP = 0.15          # a flat short part this close beside a digit (x digit height) is its bar
+BAR_GAP = 0.15          # a flat short part this close beside a digit (x digit height) is its bar,
+BAR_ABOVE = 0.35        # ... or this close, to its right and wholly above its top (a 5's bar drawn apart)
 MERGE_SHORT = 1.6       # ... or this, for a short part over a digit's columns (a 5's long bar; MNIST 5s: +3.5 sd)
 SHORT = 0.75            # a piece shorter than this x digit height is likely a fragment of a digit ...
 SHORT_SLOPE = 8.0       # ... by this log-prior per digit height below it
@@ -104,8 +111,9 @@ def _overlap(a: _Group, b: _Group) -> int:
     return min(a.x1, b.x1) - max(a.x0, b.x0)
 
 
-def _groups(labels_stats: np.ndarray, digit_h: int) -> tuple[list[_Group], int, int]:
-    """Components -> digit-sized groups (parts of one digit merged), dropping specks and underlines."""
+def _groups(labels_stats: np.ndarray, digit_h: int, stroke=None) -> tuple[list[_Group], int, int]:
+    """Components -> digit-sized groups (parts of one digit merged), dropping specks, underlines and stray
+    marks. stroke: label -> (length, thickness) of the component's ink if it is one straight stroke, else None."""
     comps = [_Group([i], x, y, x + w, y + h) for i, (x, y, w, h, _) in enumerate(labels_stats) if i > 0]
     small = [g for g in comps if g.w < SPECK * digit_h and g.h < SPECK * digit_h]
     lines = [g for g in comps if g.h < SPECK * digit_h and g.w > 1.5 * digit_h]
@@ -120,7 +128,8 @@ def _groups(labels_stats: np.ndarray, digit_h: int) -> tuple[list[_Group], int, 
             u = a.union(b)
             ov, part = _overlap(a, b), min(a, b, key=lambda g: g.h)
             short = part.h < 0.6 * digit_h  # a 5's bar, half of a broken 4: never a digit alone
-            bar = part.w >= 2 * part.h and ov > -BAR_GAP * digit_h  # a flat stroke just beside it
+            above = part is b and b.y1 <= a.y0 and ov > -BAR_ABOVE * digit_h  # up and right of it: a 5's bar
+            bar = part.w >= 2 * part.h and (ov > -BAR_GAP * digit_h or above)  # a flat stroke just beside it
             wide = u.w / max(digit_h, u.h)  # a 5's bar makes it taller too
             if ov >= 0.5 * min(a.w, b.w) and wide <= MERGE_MAX or short and (ov > 0 or bar) and wide <= MERGE_SHORT:
                 big[i:i + 2] = [u]
@@ -139,8 +148,33 @@ def _groups(labels_stats: np.ndarray, digit_h: int) -> tuple[list[_Group], int, 
     # What is left both far shorter and far narrower than the line's digits, beside them, is no digit of the
     # number: a stray tap, a comma or a dot (a flat 5 is short but wide; a '1' is narrow but tall).
     line_h = max([digit_h] + [g.h for g in big])  # a digit in parts (a 5 and its bar) is as tall as all of them
-    taps = [g for g in big if g.h < TAP * line_h and g.w < TAP * line_h]
+    tallest = max(big, key=lambda g: g.h, default=None)
+    specks_of = {c.labels[0] for c in small}
+    taps = [g for g in big if g.h < TAP * line_h and (g.w < TAP * line_h or g.y0 >= tallest.y1 or g.y1 <= tallest.y0)
+            or _flick(g, line_h, stroke, specks_of)]  # a tap; short and wholly above or below the line; flicks
     return sorted((g for g in big if g not in taps), key=lambda g: g.x0), specks + len(taps), len(lines)
+
+
+def _flick(g: _Group, line_h: int, stroke, small: set[int]) -> bool:
+    """Whether a group is flicks of the pen beside the digits: short straight strokes, each no longer than a
+    few times its thickness (specks beside them allowed), not a '1' (as tall as the line's digits and many
+    times longer than thick)."""
+    if stroke is None or g.h >= FLICK * line_h:
+        return False
+    strokes = [stroke(i) for i in g.labels if i not in small]
+    return bool(strokes) and all(s is not None and s[0] < min(FLICK * line_h, FLICK_ASPECT * s[1]) for s in strokes)
+
+
+def _straight(labels: np.ndarray, stats: np.ndarray):
+    """label -> (length, thickness) of that component's smallest enclosing rectangle when its ink fills it
+    (FLICK_FILL: one straight stroke), else None."""
+    def stroke(i: int):
+        x, y, w, h, area = stats[i]
+        pts = cv2.findNonZero((labels[y:y + h, x:x + w] == i).astype(np.uint8))
+        (_, _), (a, b), _ = cv2.minAreaRect(pts)
+        long, thick = max(a, b) + 1, min(a, b) + 1  # pixel centres -> the pixels' extent
+        return (long, thick) if area >= FLICK_FILL * long * thick else None
+    return stroke
 
 
 def _piece(ink: np.ndarray, mask: np.ndarray, x0: int, x1: int, at: tuple[int, int]) -> Piece | None:
@@ -207,7 +241,7 @@ def candidates(ink: np.ndarray, whole_only: bool = False) -> tuple[list[Blob], i
     if n <= 1:
         return [], 0
     digit_h = int(stats[1:, cv2.CC_STAT_HEIGHT].max())
-    groups, _, _ = _groups(stats[:, :5], digit_h)
+    groups, _, _ = _groups(stats[:, :5], digit_h, _straight(labels, stats))
     digit_h = max([digit_h] + [g.h for g in groups])  # a digit in parts (a 5 and its bar) is as tall as all of them
     blobs = []
     for g in groups:
