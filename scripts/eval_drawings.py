@@ -6,6 +6,7 @@ sketches, dark-on-light JPEG photos and light-on-dark images, sent through the l
     python scripts/eval_drawings.py --n 200 --backend PyTorch --url http://127.0.0.1:7860/ --json out.json
     python scripts/eval_drawings.py --n 300 --in-process       # no app: engine.reading + ONNX Runtime here, quick
     python scripts/eval_drawings.py --n 1000 --images runs/eval_images  # render once, then read again quickly
+    python scripts/eval_drawings.py --n 60 --blank --in-process  # pages with no digit: "no digit found" is right
 
 Digits are drawn at random (seeded) from the MNIST test split; each kind uses its own random placement, size
 and brush (engine.render). Sketches go to /predict_sketch as the sketchpad sends them (background, layers,
@@ -72,6 +73,18 @@ def make_requests(split, kinds, n: int, seed: int, folder: Path) -> list[tuple[s
 
 
 NO_DIGIT = "(no digit found)"  # what a request answered "no digit found ..." counts as: a wrong reading
+
+
+def make_blank_requests(split, kinds, n: int, seed: int, folder: Path) -> list[tuple[str, str, str, object]]:
+    """n pages per kind with no digit on them (engine.render's kind with an all-zero digit: the paper, its
+    lines, light, table and noise) -> [(kind, NO_DIGIT, api_name, argument)]: the right answer is "no digit
+    found"."""
+    blank = np.zeros((28, 28), np.uint8)
+    requests = []
+    for kind in kinds:
+        rng = np.random.default_rng([seed, len(KINDS) + KINDS.index(kind)])
+        requests += [(kind, NO_DIGIT, *write_request(blank, kind, rng, folder, f"blank_{kind}_{j}")) for j in range(n)]
+    return requests
 
 
 def run_requests(client, requests, backend: str, model: str = "mnist", workers: int = 4,
@@ -230,10 +243,17 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=100, help="digits per kind (default: 100; the README figures use 1000)")
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, help=f"default: {' '.join(KINDS)}")
+    p.add_argument("--blank", action="store_true",
+                   help='pages with no digit instead (the paper, lines, light and table of each kind): right is '
+                        '"no digit found"')
     add_run_args(p)
     args = p.parse_args(argv)
 
-    requests, predicted, retries, (t0, t1, t2) = make_and_read(args, make_requests)
+    if args.blank and "strays" in args.kinds:
+        print("strays: no blank page of this kind (its marks are placed beside the digit)")
+        args.kinds = [k for k in args.kinds if k != "strays"]
+    make = make_blank_requests if args.blank else make_requests
+    requests, predicted, retries, (t0, t1, t2) = make_and_read(args, make)
     result = figures(args, requests, predicted, retries, (t0, t1, t2))
     for kind, v in result["per_kind"].items():
         print(f"{kind:9s} {v['correct']:5d}/{v['n']:<5d} {100 * v['accuracy']:6.2f} %")

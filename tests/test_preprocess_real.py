@@ -67,6 +67,20 @@ def test_a_blank_page_and_a_photo_of_no_digit_say_so(tmp_path):
             preprocess(value)
 
 
+@pytest.mark.parametrize("kind, seed", [
+    ("photo", 0),   # a strip of the page's edge beside the table
+    ("photo", 3),   # the page's outline just past the table's band
+    ("photo", 9),   # the page's light edge taken for light ink on a dark ground
+    ("ruled", 0),   # a speck of the paper, 2 px
+    ("ruled", 4),   # what is left of a ruled line, across the page
+], ids=["page edge", "page outline", "light edge", "speck", "line residue"])
+def test_photos_of_blank_pages_say_no_digit_found(kind, seed):
+    """engine.render's page with no digit on it (its digit all zeros)."""
+    image = render(np.zeros((28, 28), np.uint8), kind, np.random.default_rng([7, seed]))
+    with pytest.raises(EmptyInputError, match="no digit found"):
+        extract_ink(image, line=True)
+
+
 def test_extract_ink_maps_back_to_the_original_image(tmp_path):
     big = np.full((3000, 4000), 230, np.uint8)
     _stroke(big, (2000, 1000), (2050, 2000), 60)
@@ -96,6 +110,20 @@ def test_polarity_follows_the_paper_not_the_border():
     _stroke(photo, (500, 250), (520, 380), 8)
     photo[photo == 1.0] = 0.1                            # the stroke in dark ink
     assert dark_ink(decode(photo))
+
+
+def test_light_ink_must_be_lighter_than_its_ground():
+    """A bold dark 8 under uneven light, which the polarity judge takes for light ink on a dark ground (as a
+    photo of a bold "88" of the live run): the paper in its loops would be the "ink". Light ink no lighter
+    than most of the image is refused and the dark strokes are read."""
+    from engine.preprocess.decode import decode
+    from engine.preprocess.ink import dark_ink
+    eight = np.tile(np.linspace(0.6, 0.9, 400, dtype=np.float32), (300, 1))  # paper under uneven light
+    cv2.circle(eight, (200, 95), 55, 0.25, 30)           # a bold 8: two loops of dark ink
+    cv2.circle(eight, (200, 205), 60, 0.25, 30)
+    assert not dark_ink(decode(eight))                   # the judge is wrong here
+    x0, y0, x1, y1 = ink_box(extract_ink(eight).ink)
+    assert y0 < 30 and y1 > 275 and x0 < 130 and x1 > 270  # the strokes, not the paper inside the loops
 
 
 def test_polarity_of_a_digit_near_the_pages_edge():

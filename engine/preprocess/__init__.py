@@ -27,8 +27,8 @@ from PIL import Image
 
 from engine.models import InputSpec
 from engine.preprocess.clean import off_page, writing
-from engine.preprocess.decode import (MAX_PIXELS, SHRINK_PIXELS, EmptyInputError, PreprocessError, check_size,
-                                      decode_window, open_image)
+from engine.preprocess.decode import (MAX_PIXELS, SHRINK_PIXELS, Decoded, EmptyInputError, PreprocessError,
+                                      check_size, decode_window, open_image)
 from engine.preprocess.frame import BOX, INK_THRESHOLD, ink_box, stroke_width, to_mnist_frame, to_object_frame
 from engine.preprocess.ink import ink_from_planes, ink_map, raw_ink
 
@@ -41,6 +41,7 @@ SMALL_WRITING = 28   # writing smaller than this (ink-map pixels, its longest si
 READ_AT = 64         # ... is read again where it is, finely enough to be about this tall,
 WINDOW = 5           # ... in a window this many times its size, and at least this many pixels wide there
 WINDOW_MIN = 384     # (a ruled line must be long against its width to be told from a stroke)
+MIN_HEIGHT = 8       # writing in a photo or scan less than this many (original) pixels tall is no digit
 
 
 @dataclass
@@ -71,22 +72,32 @@ def extract_ink(image, line: bool = False) -> Ink:
     if image is None:
         raise EmptyInputError("draw something first (or upload an image)")
     ink, scale, kind, planes = raw_ink(image)
-    gray = None if planes is None else planes.gray
-    ink, writing_line = _writing(ink, gray, line)
+    ink, writing_line = _writing(ink, planes, line)
     if planes is not None and scale > 1:  # an upload read at reduced scale: is its writing too small there?
         closer = _read_closer(image, ink, scale, line)
         if closer is not None:
             ink, writing_line, scale = closer
-    if not (ink > INK_THRESHOLD).any() and (writing_line is None or not (writing_line > INK_THRESHOLD).any()):
+    # No digit is written a few pixels tall: in a photo or a scan such ink is a speck of the paper's grain, or
+    # what is left of a ruled line (a sketch's ink is its strokes, as tall as the brush at least).
+    tallest = max(_height(ink), 0 if writing_line is None else _height(writing_line))
+    if tallest == 0 or (planes is not None and tallest * scale < MIN_HEIGHT):
         raise no_ink(kind)
     return Ink(ink, float(scale), kind, writing_line)
 
 
-def _writing(ink: np.ndarray, gray: np.ndarray | None, line: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Raw ink -> (the writing, its whole line or None): the clean-up steps (gray: an opaque image's luma)."""
-    page = off_page(ink, gray)  # the page's steps done once for both kinds of writing
-    found = np.minimum(writing(page, gray is not None), 1).astype(np.float32, copy=False)
-    return found, np.minimum(writing(page, gray is not None, line=True), 1).astype(np.float32) if line else None
+def _height(ink: np.ndarray) -> int:
+    """The height of the firm ink (over INK_THRESHOLD) in ink-map rows, 0 when there is none."""
+    rows = np.flatnonzero((ink > INK_THRESHOLD).any(axis=1))
+    return int(rows[-1] - rows[0] + 1) if rows.size else 0
+
+
+def _writing(ink: np.ndarray, planes: Decoded | None, line: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw ink -> (the writing, its whole line or None): the clean-up steps (planes: an opaque image's, which
+    ink_from_planes made the ink of; None for a sketch or a transparent drawing)."""
+    photo = planes is not None
+    page = off_page(ink, planes.gray, planes.dark_ink) if photo else ink  # done once for both
+    found = np.minimum(writing(page, photo), 1).astype(np.float32, copy=False)
+    return found, np.minimum(writing(page, photo, line=True), 1).astype(np.float32) if line else None
 
 
 def _read_closer(image, ink: np.ndarray, scale: float, line: bool):
@@ -118,7 +129,7 @@ def _read_closer(image, ink: np.ndarray, scale: float, line: bool):
     wx0, wy0 = (max(0, int(c - half)) // factor * factor for c in (cx, cy))
     wx1, wy1 = min(w, int(cx + half) + 1), min(h, int(cy + half) + 1)
     d = decode_window(image, (wx0, wy0, wx1, wy1), factor)
-    near, near_line = _writing(ink_from_planes(d), d.gray, line)
+    near, near_line = _writing(ink_from_planes(d), d, line)
     if not (near > INK_THRESHOLD).any():
         return None
     shape = (-(-h // factor), -(-w // factor))

@@ -6,7 +6,7 @@
 
 1. outside_paper: in a photo the page may not fill the frame; the table (a wide dark area touching the
    image's edge, found on a small Otsu-thresholded copy: what survives an opening wider than any stroke) and
-   a band along its edge are not ink.
+   a band along its edge are not ink, nor is what lies nearly all a little further in (the page's outline).
 2. remove_lines: ruled and margin lines, long thin straight structures running across the page in any
    colour (the ink map holds coloured lines as ink: it is made from the darkest channel), found by a Hough
    transform, nearly level or plumb (a shorter piece too when several run parallel to it: a faint line
@@ -31,7 +31,9 @@ SOLID = 0.12             # a table is dark and wider than this fraction of the s
 SHARP = 0.3              # ... and its boundary is a step, not a soft shadow's edge (see outside_paper)
 TABLE_STEP = 0.2         # ... and darker than the page by at least this (of full scale)
 EDGE_BAND = 0.02         # and ink this close to it (fraction of the shorter side) is the paper's edge,
-TABLE_SHARE = 0.5        # ... and so is ink whose component lies at least this much in that region
+TABLE_SHARE = 0.5        # ... and so is ink whose component lies at least this much in that region;
+PAGE_EDGE = 0.03         # what is left nearly all (PAGE_EDGE_SHARE) within this fraction of the shorter side
+PAGE_EDGE_SHARE = 0.9    # ... of that region is the page's outline (a digit on the page is taller than that)
 LINES_AT = 512           # lines are looked for on a copy this many pixels on its longest side
 LINE_LENGTH = 0.4        # a ruled line runs straight for at least this fraction of the image's width (height)
 LINE_TILT = 8            # ... within this many degrees of level (plumb)
@@ -297,11 +299,11 @@ def _at_edge(labels: np.ndarray, n: int, shape: tuple[int, int]) -> np.ndarray:
 def keep_writing(ink: np.ndarray, photo: bool = False, line: bool = False) -> np.ndarray:
     """The ink of the writing: the largest component and the components near it for their size. photo:
     components at the image's edge (the table, the paper's edge) are not writing, unless nothing else is
-    (a tightly cropped digit). line: also the next digits of a number on the writing's line (see the
-    module's docstring); without it, a single digit's writing exactly (the browser's keepWriting). In line
-    mode the components are those of the firm ink (over INK_THRESHOLD, as the digits are segmented): a faint
-    haze that hangs on to one digit (uneven light) must not tie it to the image's edge; each kept component
-    keeps its faint rim (one pixel around it)."""
+    (a tightly cropped digit; then still no level sliver, what is left of a ruled line). line: also the next
+    digits of a number on the writing's line (see the module's docstring); without it, a single digit's
+    writing exactly (the browser's keepWriting). In line mode the components are those of the firm ink (over
+    INK_THRESHOLD, as the digits are segmented): a faint haze that hangs on to one digit (uneven light) must
+    not tie it to the image's edge; each kept component keeps its faint rim (one pixel around it)."""
     mask = (ink > INK_THRESHOLD).astype(np.uint8) if line else _binary(ink)
     window = _inked(mask)
     if window is None:
@@ -347,8 +349,11 @@ def _keep(ink: np.ndarray, mask: np.ndarray, shape: tuple[int, int], photo: bool
     weight = mass * np.where(stats[:, 2] > LEVEL_SLIVER * stats[:, 3], 1e-3 if photo else 0.1, 1.0)
     if len(inner):
         core = int(inner[np.argmax(weight[inner])])
-    else:
-        core, edge = int(np.argmax(areas)), np.zeros(len(areas), bool)
+    else:  # only what touches the edge: a tightly cropped digit, but never a level sliver (a line's residue)
+        pool = np.where(~(stats[:, 2] > LEVEL_SLIVER * stats[:, 3]))[0] if photo else np.arange(len(areas))
+        if not len(pool):
+            return np.zeros_like(ink)
+        core, edge = int(pool[np.argmax(areas[pool])]), np.zeros(len(areas), bool)
     if photo:
         floor = max(4.0, min(floor, 0.1 * areas[core]))
     boxes = stats[:, :4].astype(np.float64)  # x, y, w, h
@@ -400,16 +405,37 @@ def _keep(ink: np.ndarray, mask: np.ndarray, shape: tuple[int, int], photo: bool
     return ink * lut[labels]
 
 
-def off_page(ink: np.ndarray, gray: np.ndarray | None) -> np.ndarray:
+def off_page(ink: np.ndarray, gray: np.ndarray | None, dark: bool = True) -> np.ndarray:
     """Steps 1 and 2: the ink without the region outside the page and the ruled lines (photos and scans
-    only: gray is their luma; None for a sketch or a transparent drawing, whose ink is returned as it is)."""
+    only: gray is their luma, dark the ink's polarity; gray None for a sketch or a transparent drawing, whose
+    ink is returned as it is)."""
     if gray is None:
         return ink
     outside = outside_paper(gray)
     if outside is not None:
         table = _table_ink(ink, outside)
         ink = ink * ~(outside if table is None else outside | table)
+        if dark:  # (light ink on a dark ground: the "table" found may be that ground, and the ink borders it)
+            ink = ink * ~_near(ink, outside, PAGE_EDGE, PAGE_EDGE_SHARE)
     return remove_lines(ink)
+
+
+def _near(ink: np.ndarray, region: np.ndarray, within: float, share: float) -> np.ndarray:
+    """bool HxW: the ink whose component lies at least `share` of it within `within` (a fraction of the
+    shorter side) of the region. The components are the firm ink's (a faint haze joins the page's outline to
+    the page's texture)."""
+    binary = (ink > INK_THRESHOLD).astype(np.uint8)
+    out = np.zeros(ink.shape, bool)
+    window = _inked(binary)
+    if window is None:
+        return out
+    n, labels = cv2.connectedComponents(binary[window], connectivity=8)
+    on = binary[window].view(bool)
+    close = cv2.distanceTransform((~region).astype(np.uint8), cv2.DIST_L2, 3)[window] < within * min(ink.shape)
+    found = np.bincount(labels[close & on], minlength=n) >= share * np.bincount(labels[on], minlength=n)
+    found[0] = False
+    out[window] = found[labels]
+    return out
 
 
 def _table_ink(ink: np.ndarray, outside: np.ndarray) -> np.ndarray | None:

@@ -144,6 +144,7 @@ class Decoded:
     light: np.ndarray | None
     alpha: np.ndarray | None
     scale: float
+    dark_ink: bool = True  # the ink's polarity, as ink.ink_from_planes took it (False: light ink on a dark ground)
 
 
 def _float(a: np.ndarray) -> np.ndarray:

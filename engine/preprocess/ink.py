@@ -9,8 +9,10 @@ estimated (a morphological closing of the darkest-channel plane, on a small copy
 any stroke: the strokes vanish and the paper, its shadow and gradient remain) and each pixel's contrast is
 measured against it (divided: a stroke in a shadow keeps its contrast). The same with an opening finds light
 ink on a dark ground; the polarity is the one with more ink over its thresholds, so a dark table along an
-edge (wide, followed by the light estimate) does not decide it. The ink is then what exceeds a threshold set from the image's own
-noise and its strongest ink, a local threshold in effect since the contrast is already local.
+edge (wide, followed by the light estimate) does not decide it; light ink must be lighter than most of the
+image (its ground), or the dark polarity is taken (the paper in a bold 8's loops is no light ink). The ink
+is then what exceeds a threshold set from the image's own noise and its strongest ink, a local threshold in
+effect since the contrast is already local.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import cv2
 import numpy as np
 
 from engine.preprocess.decode import Decoded, EmptyInputError, decode
+from engine.preprocess.frame import INK_THRESHOLD
 
 ANALYSIS = 160          # the light is estimated on a copy this many pixels on its longest side
 PAPER_KERNEL = 0.25     # ... with a kernel this fraction of its shorter side (wider than any digit's stroke)
@@ -28,6 +31,7 @@ UNIFORM = 0.1           # paper spreading less than this share of the ink's cont
 EDGE_INK = 0.1          # ... unless more than this share of the image's edge is not paper (a table)
 PAPER_STEP = 0.25       # the polarity is judged where the paper's brightness changes by less than this nearby
 PAPER_NEAR = 3          # ... and near a step in it, against a median this many times narrower
+LIGHT_GROUND = 0.2      # light ink (its firm part) is lighter than the image's median, its ground, by this
 
 
 def is_sketch(value) -> bool:
@@ -190,9 +194,18 @@ def ink_from_planes(d: Decoded) -> np.ndarray:
     for polarity in (dark, not dark):  # when the first finds nothing (a bold digit filling a tiny image), the other
         c = _contrast(d.dark, True) if polarity else _contrast(d.light, False)
         ink, total = _ink(c)
-        if total > 0:
-            break
-    return ink
+        if total > 0 and (polarity or _on_dark_ground(ink, d.gray)):
+            d.dark_ink = polarity
+            return ink
+    return np.zeros_like(d.gray)
+
+
+def _on_dark_ground(ink: np.ndarray, gray: np.ndarray) -> bool:
+    """Light ink is lighter than its ground, most of the image, by LIGHT_GROUND at least. Light "ink" that is
+    not is the paper's own light: the edges of a blank page on a dark table (all that stands out there), the
+    paper inside a bold dark 8's loops (the polarity judged wrong)."""
+    firm = ink > INK_THRESHOLD
+    return bool(firm.any()) and float(np.median(gray[firm]) - np.median(gray[::2, ::2])) >= LIGHT_GROUND
 
 
 def global_ink(gray: np.ndarray) -> np.ndarray:
