@@ -79,16 +79,11 @@ def extract_ink(image, line: bool = False) -> Ink:
             ink, writing_line, scale = closer
     # No digit is written a few pixels tall: in a photo or a scan such ink is a speck of the paper's grain, or
     # what is left of a ruled line (a sketch's ink is its strokes, as tall as the brush at least).
-    tallest = max(_height(ink), 0 if writing_line is None else _height(writing_line))
+    boxes = [b for b in (ink_box(ink), None if writing_line is None else ink_box(writing_line)) if b is not None]
+    tallest = max((y1 - y0 for _, y0, _, y1 in boxes), default=0)
     if tallest == 0 or (planes is not None and tallest * scale < MIN_HEIGHT):
         raise no_ink(kind)
     return Ink(ink, float(scale), kind, writing_line)
-
-
-def _height(ink: np.ndarray) -> int:
-    """The height of the firm ink (over INK_THRESHOLD) in ink-map rows, 0 when there is none."""
-    rows = np.flatnonzero((ink > INK_THRESHOLD).any(axis=1))
-    return int(rows[-1] - rows[0] + 1) if rows.size else 0
 
 
 def _writing(ink: np.ndarray, planes: Decoded | None, line: bool) -> tuple[np.ndarray, np.ndarray | None]:

@@ -346,11 +346,12 @@ def _keep(ink: np.ndarray, mask: np.ndarray, shape: tuple[int, int], photo: bool
     mass = np.bincount(labels[on], weights=ink[on], minlength=n)[1:] if photo else areas
     # In a photo a level sliver is no core at all while anything else is left: the residue of a faint ruled
     # line can outweigh a digit written one line high on a whole page.
-    weight = mass * np.where(stats[:, 2] > LEVEL_SLIVER * stats[:, 3], 1e-3 if photo else 0.1, 1.0)
+    sliver = stats[:, 2] > LEVEL_SLIVER * stats[:, 3]
+    weight = mass * np.where(sliver, 1e-3 if photo else 0.1, 1.0)
     if len(inner):
         core = int(inner[np.argmax(weight[inner])])
     else:  # only what touches the edge: a tightly cropped digit, but never a level sliver (a line's residue)
-        pool = np.where(~(stats[:, 2] > LEVEL_SLIVER * stats[:, 3]))[0] if photo else np.arange(len(areas))
+        pool = np.where(~sliver)[0] if photo else np.arange(len(areas))
         if not len(pool):
             return np.zeros_like(ink)
         core, edge = int(pool[np.argmax(areas[pool])]), np.zeros(len(areas), bool)
@@ -358,7 +359,6 @@ def _keep(ink: np.ndarray, mask: np.ndarray, shape: tuple[int, int], photo: bool
         floor = max(4.0, min(floor, 0.1 * areas[core]))
     boxes = stats[:, :4].astype(np.float64)  # x, y, w, h
     size = max(boxes[core, 2], boxes[core, 3])
-    sliver = stats[:, 2] > LEVEL_SLIVER * stats[:, 3]
     if photo:  # a level sliver longer than the digit is what is left of a ruled line, not a 5's or 7's bar
         edge = edge | (sliver & (stats[:, 2] > size))
 
@@ -415,46 +415,43 @@ def off_page(ink: np.ndarray, gray: np.ndarray | None, dark: bool = True) -> np.
     if outside is not None:
         table = _table_ink(ink, outside)
         ink = ink * ~(outside if table is None else outside | table)
-        if dark:  # (light ink on a dark ground: the "table" found may be that ground, and the ink borders it)
-            ink = ink * ~_near(ink, outside, PAGE_EDGE, PAGE_EDGE_SHARE)
+        if dark:  # (light ink on a dark ground: the "table" found may be that ground, which the ink borders)
+            outline = _page_outline(ink, outside)
+            if outline is not None:
+                ink = ink * ~outline
     return remove_lines(ink)
 
 
-def _near(ink: np.ndarray, region: np.ndarray, within: float, share: float) -> np.ndarray:
-    """bool HxW: the ink whose component lies at least `share` of it within `within` (a fraction of the
-    shorter side) of the region. The components are the firm ink's (a faint haze joins the page's outline to
-    the page's texture)."""
-    binary = (ink > INK_THRESHOLD).astype(np.uint8)
-    out = np.zeros(ink.shape, bool)
+def _components_in(binary: np.ndarray, region: np.ndarray, share: float) -> np.ndarray | None:
+    """bool HxW: the ink of the binary mask's components that lie at least `share` of them in the region;
+    None where there is none."""
     window = _inked(binary)
     if window is None:
-        return out
+        return None
     n, labels = cv2.connectedComponents(binary[window], connectivity=8)
     on = binary[window].view(bool)
-    close = cv2.distanceTransform((~region).astype(np.uint8), cv2.DIST_L2, 3)[window] < within * min(ink.shape)
-    found = np.bincount(labels[close & on], minlength=n) >= share * np.bincount(labels[on], minlength=n)
+    found = np.bincount(labels[region[window] & on], minlength=n) >= share * np.bincount(labels[on], minlength=n)
     found[0] = False
+    if not found.any():
+        return None
+    out = np.zeros(binary.shape, bool)
     out[window] = found[labels]
     return out
+
+
+def _page_outline(ink: np.ndarray, outside: np.ndarray) -> np.ndarray | None:
+    """bool HxW: the firm ink lying nearly all (PAGE_EDGE_SHARE) within PAGE_EDGE of the region outside the
+    page: the page's outline just past the band (the firm ink's components: a faint haze joins the outline
+    to the page's texture). None where there is none."""
+    near = cv2.distanceTransform((~outside).astype(np.uint8), cv2.DIST_L2, 3) < PAGE_EDGE * min(ink.shape)
+    return _components_in((ink > INK_THRESHOLD).astype(np.uint8), near, PAGE_EDGE_SHARE)
 
 
 def _table_ink(ink: np.ndarray, outside: np.ndarray) -> np.ndarray | None:
     """bool HxW: the ink that runs on from the region outside the page (most of its component lies there):
     a strip of table too narrow for outside_paper along another edge, whose piece beyond the removed region
     would otherwise be left as a solid blob on the page. None where there is none."""
-    binary = _binary(ink)
-    window = _inked(binary)
-    if window is None:
-        return None
-    n, labels = cv2.connectedComponents(binary[window], connectivity=8)
-    on = binary[window].view(bool)
-    table = np.bincount(labels[outside[window] & on], minlength=n) >= TABLE_SHARE * np.bincount(labels[on], minlength=n)
-    table[0] = False
-    if not table.any():
-        return None
-    out = np.zeros(ink.shape, bool)
-    out[window] = table[labels]
-    return out
+    return _components_in(_binary(ink), outside, TABLE_SHARE)
 
 
 def writing(ink: np.ndarray, photo: bool, line: bool = False) -> np.ndarray:
