@@ -66,13 +66,19 @@ def read(image, spec: InputSpec, predict_proba: Callable[[np.ndarray], np.ndarra
         return Reading(*_one(probs[0], spec), [preview], probs, [ink_box(ink.ink)], ink)
     ink = extract_ink(image, line=True)
 
+    read_before: dict[bytes, np.ndarray] = {}  # a frame the model has read -> its class probabilities
+
     def classify(inks: list[np.ndarray]) -> np.ndarray:  # each piece's class probabilities
-        return predict_proba(model_input(np.stack([frame(i, spec) for i in inks]), spec))
+        frames = np.stack([frame(i, spec) for i in inks])
+        probs = predict_proba(model_input(frames, spec))
+        read_before.update((f.tobytes(), p) for f, p in zip(frames, probs))
+        return probs
 
     seg = segment(ink.line, classify, max_digits)
     if len(seg.pieces) <= 1 and ink_box(ink.ink) is not None:  # one digit: exactly as preprocess() reads it
         frames = frame(ink.ink, spec)[None]
-        probs = predict_proba(model_input(frames, spec))
+        known = read_before.get(frames[0].tobytes())  # the segmentation read this very frame (a lone blob)
+        probs = known[None] if known is not None else predict_proba(model_input(frames, spec))
         return Reading(*_one(probs[0], spec), list(seen(frames)), probs, [ink_box(ink.ink)], ink, seg.notes)
     if not seg.pieces:  # only specks
         raise no_ink(ink.kind)

@@ -93,6 +93,40 @@ def test_api_outputs_label_preview_timing_where_found_and_digits(client):
     assert Image.open(digits[0]["image"]).size == (28 * app.DIGIT_SCALE, 28 * app.DIGIT_SCALE)
 
 
+def test_http_api_as_the_round_trip_benchmark_calls_it(shipped_server):
+    """scripts/bench_roundtrip.py times calls through Gradio's HTTP API (not gradio_client, which polls every
+    50 ms): the same answer as the client's, and every output file it names can be downloaded."""
+    from scripts.bench_roundtrip import call, file_data, output_urls
+
+    base = shipped_server.url
+    with httpx.Client(timeout=60) as http:
+        answer = call(http, base, "predict_upload",
+                      [file_data(http, base, str(app.EXAMPLES_DIR / "mnist_7.png")), "ONNX Runtime", "mnist"])
+        assert answer[0]["label"] == "7"
+        assert len(output_urls(answer)) == 3  # the preview, where it was found, the one digit's crop
+        with pytest.raises(RuntimeError, match="answered error"):  # not an image: the app's message
+            bad = app.ROOT / "README.md"
+            call(http, base, "predict_upload", [file_data(http, base, str(bad)), "ONNX Runtime", "mnist"])
+
+
+def test_sketch_thumbnail_is_the_drawing_on_white():
+    """The sketchpad's RGBA composite is laid on white and shrunk with OpenCV (the fast path): the same
+    picture as the general PIL path, which handles files, EXIF and layers."""
+    rng = np.random.default_rng(0)
+    rgba = np.zeros((560, 560, 4), np.uint8)  # transparent, with an opaque dark stroke and a faint one
+    rgba[100:460, 260:300] = (20, 20, 20, 255)
+    rgba[200:240, 60:500] = (200, 0, 0, 64)
+    fast, size = app._thumbnail({"background": None, "layers": [], "composite": rgba})
+    slow, _ = app._thumbnail({"background": None, "layers": [rgba], "composite": None})  # the PIL path
+    assert size == (560, 560) and fast.size == slow.size == (320, 320)
+    a, b = np.asarray(fast, int), np.asarray(slow, int)
+    assert np.abs(a - b).mean() < 1.0 and np.percentile(np.abs(a - b), 99) <= 2
+    assert (a[5, 5] == 255).all() and (a[200, 160] < 40).all()  # white where transparent, dark on the stroke
+    gray = rng.integers(0, 256, (28, 28), dtype=np.uint8)  # small: enlarged by a whole factor, pixels kept
+    thumb, _ = app._thumbnail(gray)
+    assert thumb.size == (308, 308) and np.array_equal(np.asarray(thumb)[::11, ::11, 0], gray)
+
+
 def drawn_box(found: str) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """A where-found thumbnail -> (its RGB pixels, the box drawn on it in app.BOX_COLOUR: x0, y0, x1, y1 of
     its outer edge, inclusive). Fails unless the box is there and is a rectangle's outline."""

@@ -10,7 +10,7 @@ from engine.preprocess import preprocess
 from engine.preprocess.segment import MAX_DIGITS, segment
 from engine.preprocess.verify import whole_logodds
 from engine.reading import read, top_readings
-from engine.render import NUMBER_KINDS, render_number
+from engine.render import NUMBER_KINDS, render, render_number
 from export.runtime import load_runtime
 from tests.conftest import CHECKPOINTS
 
@@ -165,6 +165,14 @@ def test_single_digit_reads_exactly_as_preprocess(mnist_test, runtime):
     x, seen = preprocess(value, runtime.spec)
     assert len(r.frames) == 1 and np.array_equal(r.frames[0], seen)
     assert np.array_equal(r.probs, runtime.predict_proba(x))
+    # A plain drawing: the segmentation read the lone blob's frame, the very 28x28 preprocess() makes, so
+    # the model is not asked again; the answer is the same.
+    drawing = render(_digits(mnist_test, "7")[0], "sketch", np.random.default_rng(0))
+    calls = []
+    r = read(drawing, runtime.spec, lambda x: calls.append(len(x)) or runtime.predict_proba(x))
+    x, seen = preprocess(drawing, runtime.spec)
+    assert calls == [1] and np.array_equal(r.frames[0], seen)
+    assert np.allclose(r.probs, runtime.predict_proba(x), atol=1e-6)
 
 
 def test_fashion_gives_one_answer_per_image(mnist_test):
