@@ -282,8 +282,9 @@ def _thumbnail(image) -> tuple[Image.Image, tuple[int, int]]:
         parts = [image.get("composite")] if image.get("composite") is not None else [
             image.get("background"), *(image.get("layers") or [])]
     parts = [p for p in parts if p is not None]
-    if len(parts) == 1 and _plain_array(parts[0]):  # the sketchpad's composite: OpenCV, 4x faster than PIL
-        return _thumbnail_array(parts[0])
+    if len(parts) == 1 and isinstance(parts[0], np.ndarray) and parts[0].dtype == np.uint8 and (
+            parts[0].ndim == 2 or parts[0].ndim == 3 and parts[0].shape[2] in (3, 4)):
+        return _thumbnail_array(parts[0])  # the sketchpad's composite: OpenCV, 2x faster than PIL
     canvas, size = None, None
     for part in parts:
         img, full = _open_upright(part)
@@ -301,10 +302,6 @@ def _thumbnail(image) -> tuple[Image.Image, tuple[int, int]]:
             return img, size
         canvas.alpha_composite(img.convert("RGBA"))
     return canvas.convert("RGB"), size
-
-
-def _plain_array(a) -> bool:
-    return isinstance(a, np.ndarray) and a.dtype == np.uint8 and (a.ndim == 2 or a.ndim == 3 and a.shape[2] in (3, 4))
 
 
 def _thumbnail_array(a: np.ndarray) -> tuple[Image.Image, tuple[int, int]]:

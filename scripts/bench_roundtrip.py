@@ -178,15 +178,16 @@ def main(argv=None) -> dict:
     import httpx
 
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    servers = ("app", "bare", "reading")
+    work = {"bare": "canned", "reading": "reading"}  # the two bare servers, and what their function does
+    servers = ("app", *work)
     with tempfile.TemporaryDirectory(prefix="roundtrip_") as tmp:
         inputs = make_inputs(Path(tmp))
         ports = {name: free_port() for name in servers}
-        bare = lambda work: [sys.executable, __file__, "--serve-bare", str(ports[work]), "--work",
-                             "canned" if work == "bare" else work, "--inputs", json.dumps(inputs)]
-        procs = {name: subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(ports[name])]
-                                        if name == "app" else bare(name), cwd=ROOT, env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name in servers}
+        commands = {"app": [sys.executable, str(ROOT / "app.py"), "--port", str(ports["app"])],
+                    **{name: [sys.executable, __file__, "--serve-bare", str(ports[name]), "--work", w,
+                              "--inputs", json.dumps(inputs)] for name, w in work.items()}}
+        procs = {name: subprocess.Popen(commands[name], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL) for name in servers}
         try:
             bases = {name: f"http://127.0.0.1:{port}/" for name, port in ports.items()}
             for name, base in bases.items():
