@@ -112,6 +112,37 @@ def test_digit_in_two_strokes_is_one_digit(mnist_test, runtime):
     assert read(value, runtime.spec, runtime.predict_proba).label == "2026"
 
 
+def test_a_cut_bends_around_a_leaning_neighbour():
+    """Between a leaning '1' and a neighbour whose arm reaches over the 1's foot and whose tail runs into it,
+    no straight cut parts them; the cut bends through the gap and crosses only the tail."""
+    import cv2
+    from engine.preprocess.segment import _cut_paths
+
+    left, bar = np.zeros((60, 60), np.float32), np.zeros((60, 60), np.float32)
+    cv2.line(left, (9, 5), (9, 50), 1.0, 4)   # stem
+    cv2.line(left, (9, 7), (32, 7), 1.0, 4)   # arm, over the columns of the 1's foot
+    cv2.line(left, (9, 30), (36, 30), 1.0, 4)  # tail, into the 1
+    cv2.line(bar, (41, 4), (29, 56), 1.0, 4)  # the leaning 1
+    ink = np.maximum(left, bar)
+    cols = np.arange(60)
+    straight = ink[:, 30].sum()
+    cut = _cut_paths(ink, [0, 30, 60], 52)[1]
+    right = cols[None] >= cut[:, None]
+    crossed = ink[np.arange(60), np.clip(cut, 0, 59)].sum()
+    assert (bar[~right] == 0).all() and (left[:26][right[:26]] == 0).all() and (left[34:][right[34:]] == 0).all()
+    assert crossed <= 8 < straight  # the tail's 4 rows (and its anti-aliased rim), where straight crosses more
+
+
+def test_a_one_leaning_on_its_neighbour_is_a_digit(mnist_test, runtime):
+    """The first touching number of scripts/eval_numbers.py (seed 0): '731', whose 1 leans over the 3's
+    tail, was read '73' by straight cuts."""
+    rng = np.random.default_rng([0, 100 + NUMBER_KINDS.index("touching")])
+    idx = rng.choice(len(mnist_test), size=int(rng.integers(2, 9)))
+    value = render_number([mnist_test.images[i, 0].numpy() for i in idx], "touching", rng)
+    truth = "".join(str(int(mnist_test.labels[i])) for i in idx)
+    assert truth == "731" and read(value, runtime.spec, runtime.predict_proba).label == truth
+
+
 @pytest.mark.parametrize("bar", [((215, 185), (560, 170)), ((358, 200), (530, 192)), ((400, 178), (540, 172))],
                          ids=["long", "beside", "above"])
 def test_a_fives_separate_bar_is_part_of_the_five(runtime, bar):

@@ -21,7 +21,9 @@ height (the tallest piece of ink: digits on one line share a height, a '1' is ta
    or below the line's tallest digit;
 3. digits that touch are split: in a blob wider than SPLIT_FROM digit heights, the cut candidates are the
    columns where the ink is thinnest (every local minimum of its column profile: where neighbours overlap
-   no column is free of ink, so none is ruled out for the ink it crosses); every piece between two
+   no column is free of ink, so none is ruled out for the ink it crosses). Each is offered straight and, where
+   that differs, bent to cross the least ink (a '1' leaning over its neighbour's tail is parted along the gap
+   between them, where a straight cut gives a piece of one to the other); every piece between two
    candidates that could be one digit is scored, and a dynamic program picks the split whose pieces score
    best. A piece's score: the model's probability of a class, times how usual the piece's width is for that
    class (MNIST's width/height per class; a piece wider than usual for what it reads may hold two digits),
@@ -59,7 +61,7 @@ MERGE_SHORT = 1.6       # ... or this, for a short part over a digit's columns (
 SHORT = 0.75            # a piece shorter than this x digit height is likely a fragment of a digit ...
 SHORT_SLOPE = 8.0       # ... by this log-prior per digit height below it
 PIECE_PRIOR = 0.0       # log-prior per piece (tuned on generated numbers and single digits)
-LONE_BLOB = 1.0         # log-prior for reading all the ink as one digit (one blob, or parts no wider than WIDE)
+LONE_BLOB = 1.5         # log-prior for reading all the ink as one digit (one blob, or parts no wider than WIDE)
 ALONE_VERIFY = 0.5      # weight of the verifier's log P(one whole digit) there (trained on lines, it doubts a
                         # flat 0 or a wide 4 alone; 0.25 lost touching numbers, seeds 7 and 8)
 FAR_WIDE = 2.0          # ... and no digit is this wide (MNIST: 99.9 % are under 1.7)
@@ -69,6 +71,9 @@ RATIO = np.array([(-0.102, 0.191), (-0.914, 0.454), (-0.068, 0.212), (-0.227, 0.
                   (-0.072, 0.252), (-0.317, 0.213), (-0.256, 0.212), (-0.274, 0.217), (-0.386, 0.204)])
 RATIO_SPREAD = 2.0      # hand-drawn and photographed digits, and a digit's share of touching ink, vary more
 VERIFY = 2.0            # weight of the verifier's log P(one whole digit) in a piece's score (0: not asked)
+BEND = 0.25            # a cut between touching digits bends at most this x digit height from its column,
+BEND_STEP = 0.01        # ... a column a row, at this cost per column (crossing a pixel of ink costs its ink, <= 1)
+BEND_DRIFT = 0.3        # ... and this a row where it lies BEND away from its start (a pixel of ink: <= 1)
 PRUNE = -6.0            # pieces the verifier gives log-odds under this are not read (they would cost >= 12)
 
 
@@ -177,11 +182,13 @@ def _straight(labels: np.ndarray, stats: np.ndarray):
     return stroke
 
 
-def _piece(ink: np.ndarray, mask: np.ndarray, x0: int, x1: int, at: tuple[int, int]) -> Piece | None:
-    """The ink of `mask` between columns x0 and x1, without slivers of a neighbour cut off at the edge.
-    ink and mask are one blob's crop, whose top-left corner is at (x, y) = `at` in the ink map."""
-    part = np.zeros_like(mask)
-    part[:, x0:x1] = mask[:, x0:x1]
+def _piece(ink: np.ndarray, mask: np.ndarray, left: np.ndarray, right: np.ndarray, at: tuple[int, int]) -> Piece | None:
+    """The ink of `mask` between two cuts (per row, the first column of the piece and the first one past it),
+    without slivers of a neighbour cut off at the edge. ink and mask are one blob's crop, whose top-left corner
+    is at (x, y) = `at` in the ink map."""
+    cols = np.arange(mask.shape[1])
+    region = ((cols >= left[:, None]) & (cols < right[:, None])).astype(np.uint8)
+    part = mask & region
     n, labels, stats, _ = cv2.connectedComponentsWithStats(part, connectivity=8)
     if n <= 1:
         return None
@@ -191,12 +198,47 @@ def _piece(ink: np.ndarray, mask: np.ndarray, x0: int, x1: int, at: tuple[int, i
     bx0, by0, bx1, by1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
     # the crop keeps a 1 px margin: the anti-aliased rim below the threshold belongs to the strokes it
     # surrounds, but not across a cut
-    cx0, cy0 = max(bx0 - 1, x0), max(by0 - 1, 0)
-    cx1, cy1 = min(bx1 + 1, x1), min(by1 + 1, ink.shape[0])
-    rim = cv2.dilate(keep[cy0:cy1, cx0:cx1], np.ones((3, 3), np.uint8)).astype(bool)
+    cx0, cy0 = max(bx0 - 1, 0), max(by0 - 1, 0)
+    cx1, cy1 = min(bx1 + 1, mask.shape[1]), min(by1 + 1, ink.shape[0])
+    rim = (cv2.dilate(keep[cy0:cy1, cx0:cx1], np.ones((3, 3), np.uint8)) & region[cy0:cy1, cx0:cx1]).astype(bool)
     ax, ay = at
     return Piece(np.where(rim, ink[cy0:cy1, cx0:cx1], 0).astype(np.float32),
                  (bx0 + ax, by0 + ay, bx1 + ax, by1 + ay), (cx0 + ax, cy0 + ay))
+
+
+def _cut_paths(ink: np.ndarray, nodes: list[int], digit_h: int) -> np.ndarray:
+    """Where each cut runs: (len(nodes), rows) the first column right of the cut in every row. The blob's ends
+    are straight; a cut between them starts as its column and bends (at most BEND digit heights, a column a
+    row) to cross as little ink as it can: neighbours that overlap, a slanted '1' beside a '3' whose tail
+    runs under it, are parted along the gap between them, where a straight cut would take a piece of one
+    into the other (dynamic programming over the rows)."""
+    h, w = ink.shape
+    paths = np.empty((len(nodes), h), np.int64)
+    paths[0], paths[-1] = nodes[0], nodes[-1]
+    inner = np.asarray(nodes[1:-1], np.int64)
+    if not len(inner):
+        return paths
+    d = max(1, int(BEND * digit_h))
+    offs = np.arange(-d, d + 1)
+    cols = inner[:, None] + offs[None]                              # (cuts, 2d+1)
+    cost = ink[:, np.clip(cols, 0, w - 1)].astype(np.float64)       # (rows, cuts, 2d+1): the ink each crosses
+    cost[:, (cols < 1) | (cols > w - 1)] = np.inf
+    cost += BEND_DRIFT * np.abs(offs) / d                            # straight where nothing is in the way
+    acc = cost[0].copy()
+    came = np.empty(cost.shape, np.int8)                             # -1, 0, +1: the column step from the row above
+    inf = np.full((len(inner), 1), np.inf)
+    for y in range(1, h):
+        options = np.stack([np.hstack([acc[:, 1:], inf]) + BEND_STEP, acc, np.hstack([inf, acc[:, :-1]]) + BEND_STEP])
+        step = options.argmin(0)
+        came[y] = 1 - step  # options[0] came from the column right of it (+1), options[2] from the left (-1)
+        acc = np.take_along_axis(options, step[None], 0)[0] + cost[y]
+    at = acc.argmin(1)
+    rows = np.arange(len(inner))
+    for y in range(h - 1, -1, -1):
+        paths[1:-1, y] = inner + offs[at]
+        if y:
+            at = at + came[y, rows, at]
+    return np.maximum.accumulate(paths, axis=0)  # cuts never cross: each piece lies between its two
 
 
 def _cut_candidates(profile: np.ndarray, digit_h: int) -> list[int]:
@@ -250,12 +292,17 @@ def candidates(ink: np.ndarray, whole_only: bool = False) -> tuple[list[Blob], i
         nodes = [0, g.w]
         if g.w > SPLIT_FROM * digit_h:  # wide enough for touching digits: where they may be cut apart
             nodes[1:1] = _cut_candidates(mask.sum(0), digit_h)
+        paths = np.repeat(np.asarray(nodes, np.int64)[:, None], g.h, 1)  # straight cuts
+        if not whole_only and len(nodes) > 2:  # and, where it differs, each inner cut bent around the ink
+            bent = _cut_paths(crop, nodes, digit_h)
+            both = [(k, p) for k in range(len(nodes)) for p in ([paths[k]] + ([bent[k]] if (bent[k] != paths[k]).any() else []))]
+            nodes, paths = [nodes[k] for k, _ in both], np.stack([p for _, p in both])
         cand = {}
         for i in range(1 if whole_only else len(nodes) - 1):
             for j in range(len(nodes) - 1 if whole_only else i + 1, len(nodes)):
                 if j > i + 1 and nodes[j] - nodes[i] > WIDE * digit_h and (i, j) != (0, len(nodes) - 1):
                     continue  # a piece spanning several cuts only while it can be one digit (or is the whole blob)
-                piece = _piece(crop, mask, nodes[i], nodes[j], at)
+                piece = _piece(crop, mask, paths[i], paths[j], at)
                 if piece is not None:
                     cand[(i, j)] = piece
         if cand:
