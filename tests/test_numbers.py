@@ -133,14 +133,14 @@ def test_a_cut_bends_around_a_leaning_neighbour():
     assert crossed <= 8 < straight  # the tail's 4 rows (and its anti-aliased rim), where straight crosses more
 
 
-def test_a_one_leaning_on_its_neighbour_is_a_digit(mnist_test, runtime):
+def test_a_one_leaning_on_its_neighbour_is_a_digit(mnist_test, runtime, tmp_path):
     """The first touching number of scripts/eval_numbers.py (seed 0): '731', whose 1 leans over the 3's
     tail, was read '73' by straight cuts."""
-    rng = np.random.default_rng([0, 100 + NUMBER_KINDS.index("touching")])
-    idx = rng.choice(len(mnist_test), size=int(rng.integers(2, 9)))
-    value = render_number([mnist_test.images[i, 0].numpy() for i in idx], "touching", rng)
-    truth = "".join(str(int(mnist_test.labels[i])) for i in idx)
-    assert truth == "731" and read(value, runtime.spec, runtime.predict_proba).label == truth
+    from scripts.eval_drawings import read_back
+    from scripts.eval_numbers import make_number_requests
+
+    (_, truth, api_name, arg), = make_number_requests(mnist_test, ["touching"], 1, 0, tmp_path)
+    assert truth == "731" and read(read_back(api_name, arg), runtime.spec, runtime.predict_proba).label == truth
 
 
 @pytest.mark.parametrize("bar", [((215, 185), (560, 170)), ((358, 200), (530, 192)), ((400, 178), (540, 172))],

@@ -71,7 +71,7 @@ RATIO = np.array([(-0.102, 0.191), (-0.914, 0.454), (-0.068, 0.212), (-0.227, 0.
                   (-0.072, 0.252), (-0.317, 0.213), (-0.256, 0.212), (-0.274, 0.217), (-0.386, 0.204)])
 RATIO_SPREAD = 2.0      # hand-drawn and photographed digits, and a digit's share of touching ink, vary more
 VERIFY = 2.0            # weight of the verifier's log P(one whole digit) in a piece's score (0: not asked)
-BEND = 0.25            # a cut between touching digits bends at most this x digit height from its column,
+BEND = 0.25             # a cut between touching digits bends at most this x digit height from its column,
 BEND_STEP = 0.01        # ... a column a row, at this cost per column (crossing a pixel of ink costs its ink, <= 1)
 BEND_DRIFT = 0.3        # ... and this a row where it lies BEND away from its start (a pixel of ink: <= 1)
 PRUNE = -6.0            # pieces the verifier gives log-odds under this are not read (they would cost >= 12)
@@ -295,8 +295,12 @@ def candidates(ink: np.ndarray, whole_only: bool = False) -> tuple[list[Blob], i
         paths = np.repeat(np.asarray(nodes, np.int64)[:, None], g.h, 1)  # straight cuts
         if not whole_only and len(nodes) > 2:  # and, where it differs, each inner cut bent around the ink
             bent = _cut_paths(crop, nodes, digit_h)
-            both = [(k, p) for k in range(len(nodes)) for p in ([paths[k]] + ([bent[k]] if (bent[k] != paths[k]).any() else []))]
-            nodes, paths = [nodes[k] for k, _ in both], np.stack([p for _, p in both])
+            cuts = []
+            for k, straight in enumerate(paths):
+                cuts.append((nodes[k], straight))
+                if (bent[k] != straight).any():
+                    cuts.append((nodes[k], bent[k]))
+            nodes, paths = [x for x, _ in cuts], np.stack([p for _, p in cuts])
         cand = {}
         for i in range(1 if whole_only else len(nodes) - 1):
             for j in range(len(nodes) - 1 if whole_only else i + 1, len(nodes)):
