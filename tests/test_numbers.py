@@ -269,3 +269,48 @@ def test_fixed_sample_of_numbers(kind, mnist_test, runtime):
     # another CPU's rounding); the figures per kind: scripts/eval_numbers.py, in the README
     floor = {"apart": 19, "touching": 15, "photo": 19}[kind]
     assert right >= floor, f"{kind}: {right}/{N_PER_KIND} numbers read right"
+
+
+def _photo_of(digits: list[np.ndarray], light: tuple[float, float] = (0.70, 0.78), scale: float = 1.0,
+              shape: tuple[int, int] | None = None, gap: tuple[float, float] = (0.25, 0.35), seed: int = 0) -> np.ndarray:
+    """A photo (uint8 RGB, HxW: shape) of the digits written in dark ink in a row near the top of a page whose
+    light falls off gently towards that edge (light: top and bottom brightness), with the sensor's noise.
+    scale: the digits' size (1: 96 px a digit); gap: between neighbours, a fraction of that."""
+    import cv2
+    from engine.render import _line_of_digits
+    rng = np.random.default_rng(seed)
+    line = _line_of_digits(digits, 96, gap, rng, threshold=0.4)
+    line = cv2.resize(line, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale != 1 else line
+    H, W = shape or (900, max(1200, line.shape[1] + 120))
+    ink = np.zeros((H, W), np.float32)
+    ink[20:20 + line.shape[0], 40:40 + line.shape[1]] = line
+    paper = np.linspace(*light, H, dtype=np.float32)[:, None]
+    gray = paper - ink * (paper - 0.15) + rng.normal(0, 0.01, (H, W)).astype(np.float32)
+    return np.repeat((np.clip(gray, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def test_a_gentle_gradient_is_no_haze_of_ink(mnist_test, runtime):
+    """The page's light falls off by 10 % towards the edge the number is written along. Its spread is small
+    against the ink's contrast, but more than the faintest ink: taken as one paper level, the darker side was
+    a haze of ink around the digits, and the ruled-line finder took the haze for lines through them."""
+    from engine.preprocess import extract_ink
+    from engine.preprocess.ink import uniform_paper
+    text = "4187169"
+    photo = _photo_of(_digits(mnist_test, text))
+    assert uniform_paper(photo[..., 0] / 255.0) is None
+    line = extract_ink(photo, line=True).line
+    assert line[200:].max() == 0  # nothing below the number (it ends at row 20 + 96 + a little)
+    assert read(photo, runtime.spec, runtime.predict_proba).label == text
+
+
+def test_a_row_of_digits_is_no_ruled_line(mnist_test, runtime):
+    """Strokes of a row of digits line up (the bottoms of a 0, a 3, an 8), and the line finder's transform
+    bridges the gaps between them: a "line" through the writing, removed from it ("4127"). Its ink stops
+    where the writing does, and it has no family of ruled lines across the page."""
+    from engine.preprocess import clean
+    from engine.preprocess.ink import raw_ink
+    text = "06083832"
+    photo = _photo_of(_digits(mnist_test, text), light=(0.78, 0.78), scale=0.5, shape=(1000, 700), gap=(0.1, 0.5))
+    ink = raw_ink(photo)[0]
+    assert clean.find_lines(clean._binary(ink)) == []
+    assert read(photo, runtime.spec, runtime.predict_proba).label == text

@@ -92,7 +92,15 @@ def _writing(ink: np.ndarray, planes: Decoded | None, line: bool) -> tuple[np.nd
     photo = planes is not None
     page = off_page(ink, planes.gray, planes.dark_ink) if photo else ink  # done once for both
     found = np.minimum(writing(page, photo), 1).astype(np.float32, copy=False)
-    return found, np.minimum(writing(page, photo, line=True), 1).astype(np.float32) if line else None
+    if not line:
+        return found, None
+    whole = np.minimum(writing(page, photo, line=True), 1).astype(np.float32)
+    firm = found > INK_THRESHOLD
+    if firm.any() and not (whole[firm] > 0).any():
+        # The line holds none of the writing: other ink outweighed it there (the line weighs the firm ink
+        # alone), such as a shadowed strip at the page's edge. The writing is its own line then.
+        whole = found.copy()
+    return found, whole
 
 
 def _read_closer(image, ink: np.ndarray, scale: float, line: bool):

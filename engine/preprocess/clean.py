@@ -43,6 +43,8 @@ LINE_SECTIONS = 16       # ... measured in this many stretches along it, the med
 LINE_JOIN_ANGLE = 0.02   # pieces of one line: directions within this (radians, about 1 degree) and
 LINE_JOIN_GAP = 2.5      # ... ends within this many pixels (of the small copy) of the longest piece's line
 RULED_FAMILY = 3         # a shorter piece is a ruled line too when this many others run parallel to it
+LINE_PRESENT = 0.6       # a line with ink along less than this share of its course across the image is one
+FAMILY_SPREAD = 0.3      # ... only with RULED_FAMILY others parallel to it, spread this share of the image across
 EDGE_CONTACT = 0.15      # ink touching the image's edge along this fraction of a side is the table or
                          # the paper's edge, and so is ink touching two opposite edges
 JOIN = 0.06              # a component joins the writing within JOIN + JOIN_SIZE * sqrt(its share of the
@@ -144,7 +146,8 @@ def find_lines(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int],
     """The ruled and margin lines in an ink mask, as (end, end, thickness) at full size: straight segments
     found by a probabilistic Hough transform on a small copy (a line tilted in a photo is still one line),
     pieces of one line joined, nearly level or plumb, long and thin, extended across the page (a ruled line
-    runs on past what the transform found of it)."""
+    runs on past what the transform found of it), and with ink along its course or in a family of ruled
+    lines (_ruled_or_present: not a row of digits' level strokes)."""
     h, w = mask.shape
     f = min(1.0, LINES_AT / max(h, w))
     small = cv2.resize(mask, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
@@ -194,7 +197,40 @@ def find_lines(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int],
         if any(_same_line(((ax, ay), (bx, by)), line[:2], max(thick, line[2]), h, w) for line in lines):
             continue
         lines.append(((ax, ay), (bx, by), thick))
-    return lines
+    return _ruled_or_present(lines, small, f)
+
+
+def _ruled_or_present(lines: list, small: np.ndarray, f: float) -> list:
+    """The lines that have ink along most (LINE_PRESENT) of their course across the image, or belong to a
+    family of ruled lines spread across the page. The transform bridges gaps, so the level bottoms and bars of
+    a row of digits (a number) line up into a "line" too; its ink stops where the writing does and lies in one
+    band, where a ruled line's runs on across the page, or (faint, broken by noise) is one of many."""
+    h, w = small.shape
+    present, level, across = [], [], []
+    for (ax, ay), (bx, by), _ in lines:
+        band = np.zeros_like(small)
+        cv2.line(band, (round(ax * f), round(ay * f)), (round(bx * f), round(by * f)), 1, 3)
+        flat = abs(bx - ax) >= abs(by - ay)
+        course, inked = band.any(axis=0 if flat else 1), (band & small).any(axis=0 if flat else 1)
+        present.append(float(inked[course].mean()) if course.any() else 0.0)
+        level.append(flat)
+        # where it crosses the image's middle, as a share of the image across it
+        if flat:
+            across.append((ay + (w / 2 / f - ax) * (by - ay) / (bx - ax) if bx != ax else ay) * f / h)
+        else:
+            across.append((ax + (h / 2 / f - ay) * (bx - ax) / (by - ay) if by != ay else ax) * f / w)
+    angle = np.array([np.arctan2(b[1] - a[1], b[0] - a[0]) % np.pi for a, b, _ in lines])
+    kept = []
+    for i, line in enumerate(lines):
+        if present[i] < LINE_PRESENT:
+            turn = np.abs(angle - angle[i])
+            family = [j for j in range(len(lines)) if level[j] == level[i]
+                      and min(turn[j], np.pi - turn[j]) < 2 * LINE_JOIN_ANGLE]
+            spread = max(across[j] for j in family) - min(across[j] for j in family)
+            if len(family) <= RULED_FAMILY or spread < FAMILY_SPREAD:
+                continue
+        kept.append(line)
+    return kept
 
 
 def _same_line(p, q, within: float, h: int, w: int) -> bool:

@@ -28,6 +28,7 @@ MIN_CONTRAST = 0.03     # the faintest ink told from paper, as a fraction of the
 NOISE_SIGMAS = 4        # ... and at least this many times the paper's own noise (hysteresis: seeds 1.5x)
 PEAK_FRACTION = 0.3     # seeds are at least this fraction of the image's strongest ink
 UNIFORM = 0.1           # paper spreading less than this share of the ink's contrast (std) is one level
+GRID = 4                # ... with its level in each cell of a GRID x GRID grid within MIN_CONTRAST of the whole's
 EDGE_INK = 0.1          # ... unless more than this share of the image's edge is not paper (a table)
 PAPER_STEP = 0.25       # the polarity is judged where the paper's brightness changes by less than this nearby
 PAPER_NEAR = 3          # ... and near a step in it, against a median this many times narrower
@@ -66,24 +67,37 @@ def background(plane: np.ndarray, dark: bool, small: np.ndarray | None = None) -
 
 def uniform_paper(plane: np.ndarray, small: np.ndarray | None = None) -> tuple[float, float] | None:
     """(the paper's brightness, the ink's) when the paper is one level over the whole image (a scan, a
-    screenshot, a crop like MNIST's own 28x28), else None. Otsu splits the pixels in two; the paper is the larger class, and it is
-    uniform when it spreads little. Then one level is exact and a local estimate could only
-    err: in a small image, a bold digit's merged strokes are wider than any kernel the image allows. Uniform
-    means: the paper's spread (std) is under UNIFORM of the ink's contrast, so faint pencil under a mild
-    gradient still gets the local estimate. small: _small(plane), when the caller has it."""
+    screenshot, a crop like MNIST's own 28x28), else None. Otsu splits the pixels in two; the paper is the
+    larger class, and it is uniform when it spreads little. Then one level is exact and a local estimate
+    could only err: in a small image, a bold digit's merged strokes are wider than any kernel the image
+    allows. Uniform means: the paper's spread (std) is under UNIFORM of the ink's contrast, so faint pencil
+    under a mild gradient still gets the local estimate; and its level in each cell of a GRID x GRID grid is
+    within MIN_CONTRAST of the whole's, so a gentle gradient, under that spread but over the faintest ink,
+    does not leave the paper's darker side as a haze of ink (around a number written near a shadowed edge).
+    small: _small(plane), when the caller has it."""
     small = _small(plane) if small is None else small
     u8 = (np.clip(small, 0, 1) * 255).round().astype(np.uint8)
     t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     above = u8 > t
-    paper, ink = (small[above], small[~above]) if above.mean() >= 0.5 else (small[~above], small[above])
+    light_paper = above.mean() >= 0.5  # dark ink, whose contrast is the paper's light divided
+    on_paper = above if light_paper else ~above
+    paper, ink = small[on_paper], small[~on_paper]
     if paper.size < 0.6 * small.size or ink.size == 0:
         return None
     # Ink seldom reaches the image's edge; a table beside the page always does: not one paper level then.
     edge = np.concatenate([above[0], above[-1], above[:, 0], above[:, -1]])
-    if (edge != (above.mean() >= 0.5)).mean() > EDGE_INK:
+    if (edge != light_paper).mean() > EDGE_INK:
         return None
     level = float(np.median(paper))
     if float(paper.std()) > UNIFORM * abs(level - float(np.median(ink))):
+        return None
+    cells = []
+    for rows in np.array_split(np.arange(small.shape[0]), GRID):
+        for cols in np.array_split(np.arange(small.shape[1]), GRID):
+            cell = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+            if on_paper[cell].mean() >= 0.25:
+                cells.append(float(np.median(small[cell][on_paper[cell]])))
+    if ((level - min(cells)) / max(level, 1e-3) if light_paper else max(cells) - level) > MIN_CONTRAST:
         return None
     return level, float(np.median(ink))
 
