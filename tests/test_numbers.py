@@ -314,3 +314,32 @@ def test_a_row_of_digits_is_no_ruled_line(mnist_test, runtime):
     ink = raw_ink(photo)[0]
     assert clean.find_lines(clean._binary(ink)) == []
     assert read(photo, runtime.spec, runtime.predict_proba).label == text
+
+
+def _flat(digit: np.ndarray, rows: int = 10) -> np.ndarray:
+    """A 28x28 digit squashed to `rows` rows in the middle of its cell (a flat 2 or 5, as MNIST has)."""
+    import cv2
+    out = np.zeros_like(digit)
+    out[14 - rows // 2:14 - rows // 2 + rows] = cv2.resize(digit, (28, rows), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def test_a_flat_digit_does_not_end_the_number(mnist_test, runtime):
+    """A flat 2 (under half the first digit's height) between a 4 and a 17: the writing's line grew only by
+    digits at least half as tall as the first, within 1.5 of its heights, so the 2 and all after it were
+    left out ("4")."""
+    digits = _digits(mnist_test, "4217")
+    digits[1] = _flat(digits[1], 9)
+    photo = _photo_of(digits, light=(0.78, 0.78))
+    assert read(photo, runtime.spec, runtime.predict_proba).label == "4217"
+
+
+def test_a_hairline_beside_a_digit_is_no_one(mnist_test, runtime):
+    """MNIST's test digit 8112, a 2 with a scratch one pixel wide beside it, in a number: the scratch was read
+    as a '1' ("2137"). No pen wrote it: far thinner than the 2 beside it, it joins the 2. A thin-stroked 1
+    beside bold digits is still a digit."""
+    split = mnist_test
+    two = split.images[8112, 0].numpy()
+    assert split.labels[8112] == 2
+    value = render_number([two] + _digits(split, "37"), "apart", np.random.default_rng(0))
+    assert read(value, runtime.spec, runtime.predict_proba).label == "237"

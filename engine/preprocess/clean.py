@@ -55,9 +55,9 @@ SPECK = 0.0002           # components smaller than this fraction of the image (a
 PHOTO_FLOOR = 16         # ... but in a photo a component of this many pixels may be the digit's core
 FAINT = 0.15             # in a photo, ink under this fraction of the writing's firm ink is not the writing,
 FAINT_PART = 0.35        # ... nor a component whose mean ink is under this fraction of the core's
-NEXT_TALL = 0.5          # reading a number: the next digit is at least this x the core's height, and
+NEXT_TALL = 0.4          # reading a number: the next digit is at least this x the core's height, and
 NEXT_LEVEL = 0.5         # ... this share of its height is level with the writing, and
-NEXT_GAP = 1.5           # ... it is within this many core heights of the writing, left or right
+NEXT_GAP = 2.5           # ... it is within this many core heights of the writing, left or right
 
 
 def _binary(ink: np.ndarray) -> np.ndarray:

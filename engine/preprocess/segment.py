@@ -18,7 +18,8 @@ height (the tallest piece of ink: digits on one line share a height, a '1' is ta
    and a flat one also when it starts just beside the digit, or a little further right wholly above its
    top); what is left that is no digit is dropped: far shorter and narrower than the line's digits (a tap),
    short straight strokes only a few times longer than thick (flicks of the pen), or short and wholly above
-   or below the line's tallest digit;
+   or below the line's tallest digit; a hairline far thinner than the digit just beside it is part of that
+   digit (no pen wrote it alone: a scratch of the page or the scanner, not a '1');
 3. digits that touch are split: in a blob wider than SPLIT_FROM digit heights, the cut candidates are the
    columns where the ink is thinnest (every local minimum of its column profile: where neighbours overlap
    no column is free of ink, so none is ruled out for the ink it crosses). Each is offered straight and, where
@@ -58,6 +59,8 @@ MERGE_MAX = 1.1         # parts are merged into one digit only while the union i
 BAR_GAP = 0.15          # a flat short part this close beside a digit (x digit height) is its bar,
 BAR_ABOVE = 0.35        # ... or this close, to its right and wholly above its top (a 5's bar drawn apart)
 MERGE_SHORT = 1.6       # ... or this, for a short part over a digit's columns (a 5's long bar; MNIST 5s: +3.5 sd)
+HAIRLINE = 0.4          # a part whose strokes are under this x as thick as its nearer neighbour's is a hairline
+HAIRLINE_GAP = 0.25     # ... and joins that neighbour when this close beside it (x digit height)
 SHORT = 0.75            # a piece shorter than this x digit height is likely a fragment of a digit ...
 SHORT_SLOPE = 8.0       # ... by this log-prior per digit height below it
 PIECE_PRIOR = 0.0       # log-prior per piece (tuned on generated numbers and single digits)
@@ -158,6 +161,30 @@ def _groups(labels_stats: np.ndarray, digit_h: int, stroke=None) -> tuple[list[_
     taps = [g for g in big if g.h < TAP * line_h and (g.w < TAP * line_h or g.y0 >= tallest.y1 or g.y1 <= tallest.y0)
             or _flick(g, line_h, stroke, specks_of)]  # a tap; short and wholly above or below the line; flicks
     return sorted((g for g in big if g not in taps), key=lambda g: g.x0), specks + len(taps), len(lines)
+
+
+def _join_hairlines(groups: list[_Group], labels: np.ndarray, binary: np.ndarray, digit_h: int) -> list[_Group]:
+    """Groups left to right, a hairline beside a digit joined to it: a group within HAIRLINE_GAP digit
+    heights of its nearer neighbour, whose strokes are far thinner (HAIRLINE) than that neighbour's. One pen
+    writes a number, so such a line is no digit of it but a scratch of the page or the scanner (MNIST has
+    digits with one at their side), which would otherwise be read as a '1'. A stroke's thickness: twice the
+    distance from the paper of its ink's deepest point."""
+    if len(groups) < 2:
+        return groups
+    depth = cv2.distanceTransform(binary, cv2.DIST_L2, 3)
+    out = list(groups)
+    thick = [2 * float(depth[g.y0:g.y1, g.x0:g.x1][np.isin(labels[g.y0:g.y1, g.x0:g.x1], g.labels)].max())
+             for g in out]
+    i = 0
+    while i < len(out):
+        gaps = {j: max(out[j].x0 - out[i].x1, out[i].x0 - out[j].x1) for j in (i - 1, i + 1) if 0 <= j < len(out)}
+        j = min(gaps, key=gaps.get)
+        if gaps[j] <= HAIRLINE_GAP * digit_h and thick[i] < HAIRLINE * thick[j]:
+            out[j] = out[j].union(out[i])
+            del out[i], thick[i]
+            continue
+        i += 1
+    return out
 
 
 def _flick(g: _Group, line_h: int, stroke, small: set[int]) -> bool:
@@ -284,6 +311,7 @@ def candidates(ink: np.ndarray, whole_only: bool = False) -> tuple[list[Blob], i
         return [], 0
     digit_h = int(stats[1:, cv2.CC_STAT_HEIGHT].max())
     groups, _, _ = _groups(stats[:, :5], digit_h, _straight(labels, stats))
+    groups = _join_hairlines(groups, labels, binary, digit_h)
     digit_h = max([digit_h] + [g.h for g in groups])  # a digit in parts (a 5 and its bar) is as tall as all of them
     blobs = []
     for g in groups:
