@@ -94,6 +94,8 @@ def uniform_paper(plane: np.ndarray, small: np.ndarray | None = None) -> tuple[f
     cells = []
     for rows in np.array_split(np.arange(small.shape[0]), GRID):
         for cols in np.array_split(np.arange(small.shape[1]), GRID):
+            if not (len(rows) and len(cols)):  # a strip a few pixels high: fewer cells
+                continue
             cell = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
             if on_paper[cell].mean() >= 0.25:
                 cells.append(float(np.median(small[cell][on_paper[cell]])))
