@@ -207,18 +207,17 @@ def _ruled_or_present(lines: list, small: np.ndarray, f: float) -> list:
     band, where a ruled line's runs on across the page, or (faint, broken by noise) is one of many."""
     h, w = small.shape
     present, level, across = [], [], []
-    for (ax, ay), (bx, by), _ in lines:
+    for ends in (line[:2] for line in lines):
+        (ax, ay), (bx, by) = ends
         band = np.zeros_like(small)
         cv2.line(band, (round(ax * f), round(ay * f)), (round(bx * f), round(by * f)), 1, 3)
-        flat = abs(bx - ax) >= abs(by - ay)
+        flat = _level(ends)
         course, inked = band.any(axis=0 if flat else 1), (band & small).any(axis=0 if flat else 1)
         present.append(float(inked[course].mean()) if course.any() else 0.0)
         level.append(flat)
         # where it crosses the image's middle, as a share of the image across it
-        if flat:
-            across.append((ay + (w / 2 / f - ax) * (by - ay) / (bx - ax) if bx != ax else ay) * f / h)
-        else:
-            across.append((ax + (h / 2 / f - ay) * (bx - ax) / (by - ay) if by != ay else ax) * f / w)
+        along, side = (w, h) if flat else (h, w)
+        across.append(_across(ends, along / 2 / f) * f / side)
     angle = np.array([np.arctan2(b[1] - a[1], b[0] - a[0]) % np.pi for a, b, _ in lines])
     kept = []
     for i, line in enumerate(lines):
@@ -233,17 +232,26 @@ def _ruled_or_present(lines: list, small: np.ndarray, f: float) -> list:
     return kept
 
 
+def _level(line) -> bool:
+    """Whether a line (a pair of ends) runs nearer level than plumb."""
+    (ax, ay), (bx, by) = line
+    return abs(bx - ax) >= abs(by - ay)
+
+
+def _across(line, t: float) -> float:
+    """Where a line (a pair of ends) crosses column t if it is level, row t if it is plumb."""
+    (ax, ay), (bx, by) = line
+    if _level(line):
+        return ay + (t - ax) * (by - ay) / (bx - ax) if bx != ax else np.inf
+    return ax + (t - ay) * (bx - ax) / (by - ay) if by != ay else np.inf
+
+
 def _same_line(p, q, within: float, h: int, w: int) -> bool:
     """Whether lines p and q (pairs of ends) run within `within` pixels of each other across the image."""
-    def across(line, t, level):
-        (ax, ay), (bx, by) = line
-        if level:
-            return ay + (t - ax) * (by - ay) / (bx - ax) if bx != ax else np.inf
-        return ax + (t - ay) * (bx - ax) / (by - ay) if by != ay else np.inf
-    level = abs(p[1][0] - p[0][0]) >= abs(p[1][1] - p[0][1])
-    if level != (abs(q[1][0] - q[0][0]) >= abs(q[1][1] - q[0][1])):
+    level = _level(p)
+    if level != _level(q):
         return False
-    return all(abs(across(p, t, level) - across(q, t, level)) <= within for t in (0, w if level else h))
+    return all(abs(_across(p, t) - _across(q, t)) <= within for t in (0, w if level else h))
 
 
 def _fit_line(mask: np.ndarray, a, b, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
