@@ -344,6 +344,7 @@ def _line_of_digits(digits_u8: list[np.ndarray], cell: int, gap: tuple[float, fl
     xs = [0]
     for g in glyphs[:-1]:
         xs.append(xs[-1] + g.shape[1] + round(rng.uniform(*gap) * cell))
+    xs = [x - min(xs) for x in xs]  # a '1' narrower than the overlap puts the next digit left of the first
     top0 = min(tops)
     H = max(t - top0 + g.shape[0] for t, g in zip(tops, glyphs))
     out = np.zeros((H, max(x + g.shape[1] for x, g in zip(xs, glyphs))), np.float32)  # a narrow last digit

@@ -343,3 +343,16 @@ def test_a_hairline_beside_a_digit_is_no_one(mnist_test, runtime):
     assert split.labels[8112] == 2
     value = render_number([two] + _digits(split, "37"), "apart", np.random.default_rng(0))
     assert read(value, runtime.spec, runtime.predict_proba).label == "237"
+
+
+def test_a_hairline_left_of_a_lone_digit_joins_it(mnist_test):
+    """A scratch left of the only digit joins it, and then nothing is left to join: segmenting it crashed (the
+    upload got an error instead of a reading)."""
+    value = render_number(_digits(mnist_test, "0"), "apart", np.random.default_rng(1))
+    ink = _alpha(value) / 255.0
+    ys, xs = np.nonzero(ink > 0.5)
+    h = ys.max() - ys.min()
+    x = xs.min() - h // 10
+    ink[ys.min() + h // 8:ys.max() - h // 8, x] = 1.0  # a pixel wide, 3/4 as tall, a tenth of the height left
+    seg = segment(ink)
+    assert len(seg.pieces) == 1 and seg.pieces[0].box[0] > x  # one digit: the 0 (the scratch, a sliver, is left out)

@@ -178,8 +178,8 @@ def _join_hairlines(groups: list[_Group], labels: np.ndarray, binary: np.ndarray
     i = 0
     while i < len(out):
         gaps = {j: max(out[j].x0 - out[i].x1, out[i].x0 - out[j].x1) for j in (i - 1, i + 1) if 0 <= j < len(out)}
-        j = min(gaps, key=gaps.get)
-        if gaps[j] <= HAIRLINE_GAP * digit_h and thick[i] < HAIRLINE * thick[j]:
+        j = min(gaps, key=gaps.get, default=None)  # none once all has joined one group
+        if j is not None and gaps[j] <= HAIRLINE_GAP * digit_h and thick[i] < HAIRLINE * thick[j]:
             out[j] = out[j].union(out[i])
             del out[i], thick[i]
             continue
