@@ -331,11 +331,11 @@ def _glyph(digit_u8: np.ndarray, height: int, threshold: float) -> np.ndarray:
 
 
 def _line_of_digits(digits_u8: list[np.ndarray], cell: int, gap: tuple[float, float], rng: np.random.Generator,
-                    threshold: float, owners: bool = False):
+                    threshold: float, own: bool = False):
     """The digits side by side on one baseline, each a little bigger or smaller and higher or lower, the gap
-    between neighbours' ink a random fraction of the cell (negative: they overlap). owners: also which digit
-    each pixel's ink belongs to (int16, -1 where none; the strongest where two overlap), for training the
-    segmentation's verifier (scripts/train_whole_digit.py)."""
+    between neighbours' ink a random fraction of the cell (negative: they overlap). own: also each digit's own
+    ink, float32 (digits, H, W) (where two overlap, the ink is both digits'), for training the segmentation's
+    verifier (scripts/train_whole_digit.py)."""
     glyphs, tops = [], []
     for d in digits_u8:
         size = max(8, round(cell * rng.uniform(0.9, 1.1)))
@@ -349,12 +349,13 @@ def _line_of_digits(digits_u8: list[np.ndarray], cell: int, gap: tuple[float, fl
     H = max(t - top0 + g.shape[0] for t, g in zip(tops, glyphs))
     out = np.zeros((H, max(x + g.shape[1] for x, g in zip(xs, glyphs))), np.float32)  # a narrow last digit
     # may end before its overlapping neighbour
-    owner = np.full(out.shape, -1, np.int16)
+    planes = np.zeros((len(glyphs) if own else 0, *out.shape), np.float32)
     for i, (x, t, g) in enumerate(zip(xs, tops, glyphs)):
-        view = out[t - top0:t - top0 + g.shape[0], x:x + g.shape[1]]
-        owner[t - top0:t - top0 + g.shape[0], x:x + g.shape[1]][(g > view) & (g > 0)] = i
-        np.maximum(view, g, out=view)
-    return (out, owner) if owners else out
+        at = np.s_[t - top0:t - top0 + g.shape[0], x:x + g.shape[1]]
+        np.maximum(out[at], g, out=out[at])
+        if own:
+            planes[i][at] = g
+    return (out, planes) if own else out
 
 
 def _fit_line(line: np.ndarray, H: int, W: int, rng: np.random.Generator) -> np.ndarray:

@@ -8,9 +8,11 @@ accuracy); the test digits, which scripts/eval_numbers.py writes numbers with, a
 
 Lines of 1-4 training digits are written by engine.render's line writer, their neighbours touching or
 overlapping (gap -12 % to +2 % of a digit cell) or apart (5-50 %), at random sizes and stroke weights; the
-writer also says which digit owns each pixel. Every candidate piece that engine.preprocess.segment offers on a
-line is a sample: one whole digit when it holds at least 90 % of one digit's ink and at most 10 % of other
-digits' ink; not one when it holds under 75 % of every digit's, or over 20 % other ink; in between, left out.
+writer also gives each digit's own ink (where neighbours overlap, the ink is both digits': a '1' drawn through
+a 4's bar is whole with the crossing in it). Every candidate piece that engine.preprocess.segment offers on a
+line is a sample: one whole digit when it holds at least 90 % of one digit's ink, its ink is at most 10 % not
+that digit's, and it holds at most 35 % of any other digit's; not one when it holds under 75 % of every
+digit's, over 20 % of its ink is not that digit's, or it holds half of another digit; in between, left out.
 """
 from __future__ import annotations
 
@@ -34,19 +36,23 @@ from engine.render import _line_of_digits  # noqa: E402
 HELD_OUT = 5000  # the last training digits: the verifier's validation set
 
 
-def whole(piece, owner: np.ndarray, totals: np.ndarray) -> float | None:
-    """1.0 when the piece is one whole digit, 0.0 when it is not, None when it is too close to call."""
+def whole(piece, own: np.ndarray) -> float | None:
+    """1.0 when the piece is one whole digit, 0.0 when it is not, None when it is too close to call. own: each
+    digit's ink (digits, H, W), True where it is; where digits overlap, the ink is both digits'."""
     x0, y0 = piece.origin
     h, w = piece.ink.shape
-    own = owner[y0:y0 + h, x0:x0 + w][piece.ink > INK_THRESHOLD]
-    counts = np.bincount(own[own >= 0], minlength=len(totals))
-    if counts.sum() == 0:
+    mine = piece.ink > INK_THRESHOLD
+    inside = own[:, y0:y0 + h, x0:x0 + w] & mine           # each digit's ink in the piece
+    held = inside.sum((1, 2))
+    if held.max() == 0:
         return 0.0
-    k = int(counts.argmax())
-    cover, other = counts[k] / max(totals[k], 1), 1 - counts[k] / counts.sum()
-    if cover >= 0.9 and other <= 0.1:
+    k = int(held.argmax())
+    cover = held / np.maximum(own.sum((1, 2)), 1)          # the share of each digit's ink the piece holds
+    stray = 1 - held[k] / mine.sum()                       # the piece's ink that is not digit k's
+    other = np.delete(cover, k).max(initial=0.0)           # the most of another digit's ink it holds
+    if cover[k] >= 0.9 and stray <= 0.1 and other <= 0.35:
         return 1.0
-    if cover < 0.75 or other > 0.2:
+    if cover[k] < 0.75 or stray > 0.2 or other >= 0.5:
         return 0.0
     return None
 
@@ -57,17 +63,15 @@ def samples(images: np.ndarray, n_lines: int, rng: np.random.Generator) -> tuple
     for _ in range(n_lines):
         digits = [images[i] for i in rng.choice(len(images), int(rng.integers(1, 5)))]
         gap = (-0.12, 0.02) if rng.random() < 0.7 else (0.05, 0.5)
-        line, owner = _line_of_digits(digits, 96, gap, rng, float(rng.uniform(0.25, 0.55)), owners=True)
+        line, planes = _line_of_digits(digits, 96, gap, rng, float(rng.uniform(0.25, 0.55)), own=True)
         s = rng.uniform(0.5, 1.3)  # the digits' size in the ink map varies with the canvas and the writer
         size = (max(1, round(line.shape[1] * s)), max(1, round(line.shape[0] * s)))
         line = np.pad(cv2.resize(line, size, interpolation=cv2.INTER_AREA), 8)
-        owner = np.pad(cv2.resize(owner, size, interpolation=cv2.INTER_NEAREST), 8, constant_values=-1)
-        owner[line <= INK_THRESHOLD] = -1
-        totals = np.bincount(owner[owner >= 0], minlength=len(digits))
+        own = np.stack([np.pad(cv2.resize(p, size, interpolation=cv2.INTER_AREA), 8) > INK_THRESHOLD for p in planes])
         blobs, digit_h = candidates(line)
         for blob in blobs:
             for piece in blob.pieces.values():
-                label = whole(piece, owner, totals)
+                label = whole(piece, own)
                 if label is not None:
                     views.append(view(line, piece.ink, piece.origin, piece.box, digit_h))
                     labels.append(label)
@@ -76,8 +80,8 @@ def samples(images: np.ndarray, n_lines: int, rng: np.random.Generator) -> tuple
 
 def main(argv=None) -> float:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--lines", type=int, default=6000, help="training lines (default: 6000)")
-    p.add_argument("--epochs", type=int, default=5, help="passes over the samples (default: 5)")
+    p.add_argument("--lines", type=int, default=8000, help="training lines (default: 8000)")
+    p.add_argument("--epochs", type=int, default=6, help="passes over the samples (default: 6)")
     p.add_argument("--seed", type=int, default=0, help="line writing and initialisation seed (default: 0)")
     p.add_argument("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw (default: $DIGITS_DATA_DIR or data)")
     p.add_argument("--out", type=Path, default=WEIGHTS, help=f"weights file (default: {WEIGHTS}); its ONNX "

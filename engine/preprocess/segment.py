@@ -284,14 +284,15 @@ def _cut_candidates(profile: np.ndarray, digit_h: int) -> list[int]:
 
 
 def _best_split(scores: dict[tuple[int, int], float], n_nodes: int) -> list[tuple[int, int]]:
-    """The path from the first cut node to the last whose pieces score highest in total (dynamic programming)."""
+    """The path from the first cut node to the last whose pieces score highest in total (dynamic programming);
+    [] when there is none."""
     best = {0: (0.0, [])}
     for j in range(1, n_nodes):
         options = [(best[i][0] + scores[(i, j)], best[i][1] + [(i, j)])
                    for i in range(j) if i in best and (i, j) in scores]
         if options:
             best[j] = max(options, key=lambda o: o[0])
-    return best[n_nodes - 1][1]
+    return best.get(n_nodes - 1, (0.0, []))[1]  # none when no pieces join the first node to the last
 
 
 @dataclass
@@ -466,7 +467,12 @@ def segment(ink: np.ndarray, classify=None, max_digits: int = MAX_DIGITS) -> Seg
             if zb is not None:  # the model reads only pieces that may be a whole digit (the whole blob always
                 # is one: a split is never forced)
                 last = (0, len(b.nodes) - 1)
-                keep = [i for i, key in enumerate(b.pieces) if zb[i] > PRUNE or key == last]
+                keys = list(b.pieces)
+                # and the split the verifier likes best, so the pieces left still join up across the blob (a
+                # wide blob whose every cut leaves one doubtful piece is no one digit)
+                likes = {key: -np.logaddexp(0.0, -zb[i]) for i, key in enumerate(keys) if key != last}
+                kept = {keys.index(key) for key in _best_split(likes, len(b.nodes))} if len(keys) > 1 else set()
+                keep = [i for i, key in enumerate(keys) if zb[i] > PRUNE or key == last or i in kept]
                 blobs[k] = Blob(b.nodes, {key: p for i, (key, p) in enumerate(b.pieces.items()) if i in keep})
                 whole[k] = zb[keep]
         scored = [b for b in blobs if len(b.pieces) > 1 or one is not None]

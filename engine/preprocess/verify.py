@@ -8,7 +8,7 @@ own score of the piece. It never reads the digit: that stays with the user's mod
     z = whole_logodds(np.stack(views))                   # (n,) log-odds that each piece is one whole digit
 
 Trained only on MNIST's training digits, written as touching and apart lines by engine.render; rebuilt by
-`python scripts/train_whole_digit.py` (about 10 minutes on 2 busy CPU cores), which writes WEIGHTS and their
+`python scripts/train_whole_digit.py` (about 15 minutes on 2 idle CPU cores), which writes WEIGHTS and their
 ONNX export, which whole_logodds runs with ONNX Runtime on one thread: a few small views are less work than a
 thread pool's hand-offs, and torch's pool and ONNX Runtime's (the reading model's) would contend for the
 cores. The export names the sha256 of the weights it was made from; an export of other weights is refused.
