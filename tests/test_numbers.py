@@ -356,3 +356,13 @@ def test_a_hairline_left_of_a_lone_digit_joins_it(mnist_test):
     ink[ys.min() + h // 8:ys.max() - h // 8, x] = 1.0  # a pixel wide, 3/4 as tall, a tenth of the height left
     seg = segment(ink)
     assert len(seg.pieces) == 1 and seg.pieces[0].box[0] > x  # one digit: the 0 (the scratch, a sliver, is left out)
+
+
+def test_doubtful_cuts_still_join_up_across_a_blob(mnist_test, runtime):
+    """Touching "12464" (MNIST test digits 8286, 2625, 6268, 566, 1461): the verifier doubts one piece of every
+    way to cut its blob, and pruning the doubtful pieces left no split joining the blob's ends: it was read
+    "1244". The split the verifier likes best is kept for the reading."""
+    idx = [8286, 2625, 6268, 566, 1461]
+    assert "".join(str(int(mnist_test.labels[i])) for i in idx) == "12464"
+    value = render_number([mnist_test.images[i, 0].numpy() for i in idx], "touching", np.random.default_rng(147))
+    assert read(value, runtime.spec, runtime.predict_proba).label == "12464"
