@@ -471,7 +471,7 @@ def segment(ink: np.ndarray, classify=None, max_digits: int = MAX_DIGITS) -> Seg
                 # and the split the verifier likes best, so the pieces left still join up across the blob (a
                 # wide blob whose every cut leaves one doubtful piece is no one digit)
                 likes = {key: -np.logaddexp(0.0, -zb[i]) for i, key in enumerate(keys) if key != last}
-                kept = {keys.index(key) for key in _best_split(likes, len(b.nodes))} if len(keys) > 1 else set()
+                kept = {keys.index(key) for key in _best_split(likes, len(b.nodes))}
                 keep = [i for i, key in enumerate(keys) if zb[i] > PRUNE or key == last or i in kept]
                 blobs[k] = Blob(b.nodes, {key: p for i, (key, p) in enumerate(b.pieces.items()) if i in keep})
                 whole[k] = zb[keep]
