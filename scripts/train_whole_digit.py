@@ -8,11 +8,14 @@ accuracy); the test digits, which scripts/eval_numbers.py writes numbers with, a
 
 Lines of 1-4 training digits are written by engine.render's line writer, their neighbours touching or
 overlapping (gap -12 % to +2 % of a digit cell) or apart (5-50 %), at random sizes and stroke weights; the
-writer also gives each digit's own ink (where neighbours overlap, the ink is both digits': a '1' drawn through
-a 4's bar is whole with the crossing in it). Every candidate piece that engine.preprocess.segment offers on a
-line is a sample: one whole digit when it holds at least 90 % of one digit's ink, its ink is at most 10 % not
-that digit's, and it holds at most 35 % of any other digit's; not one when it holds under 75 % of every
-digit's, over 20 % of its ink is not that digit's, or it holds half of another digit; in between, left out.
+writer also gives each digit's own ink (where neighbours overlap, the ink is both digits'). Every candidate
+piece that engine.preprocess.segment offers on a line is a sample, a digit's share of it counted on the ink it
+shares with no neighbour (where two overlap, a cut gives the shared ink to one side, and a '1' drawn into a
+9's stem is whole on either): one whole digit when it holds at least 90 % of one digit's ink, its ink is at
+most 10 % not that digit's, and it holds at most 35 % of any other digit's; not one when it holds under 75 %
+of every digit's, over 20 % of its ink is not that digit's, or it holds half of another digit; in between,
+left out. Two nets are trained so (--members), each on its own seed's lines, and their log-odds averaged:
+one net's answers on the pieces that decide touching digits swing with its seed.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python scripts/
 from engine.data import default_data_dir, load_dataset  # noqa: E402
 from engine.preprocess.frame import INK_THRESHOLD  # noqa: E402
 from engine.preprocess.segment import candidates  # noqa: E402
-from engine.preprocess.verify import WEIGHTS, WholeDigitNet, export_onnx, view  # noqa: E402
+from engine.preprocess.verify import WEIGHTS, Verifier, WholeDigitNet, export_onnx, view  # noqa: E402
 from engine.render import _line_of_digits  # noqa: E402
 
 HELD_OUT = 5000  # the last training digits: the verifier's validation set
@@ -38,7 +41,9 @@ HELD_OUT = 5000  # the last training digits: the verifier's validation set
 
 def whole(piece, own: np.ndarray) -> float | None:
     """1.0 when the piece is one whole digit, 0.0 when it is not, None when it is too close to call. own: each
-    digit's ink (digits, H, W), True where it is; where digits overlap, the ink is both digits'."""
+    digit's ink (digits, H, W), True where it is; where digits overlap, the ink is both digits'. A digit's share
+    of a piece is counted on the ink it does not share with a neighbour: where two overlap, a cut gives the
+    shared ink to one side, and both sides may still be whole digits (a '1' drawn into a 9's stem)."""
     x0, y0 = piece.origin
     h, w = piece.ink.shape
     mine = piece.ink > INK_THRESHOLD
@@ -47,7 +52,8 @@ def whole(piece, own: np.ndarray) -> float | None:
     if held.max() == 0:
         return 0.0
     k = int(held.argmax())
-    cover = held / np.maximum(own.sum((1, 2)), 1)          # the share of each digit's ink the piece holds
+    alone = own & (own.sum(0) == 1)                         # each digit's ink that no neighbour shares
+    cover = (alone[:, y0:y0 + h, x0:x0 + w] & mine).sum((1, 2)) / np.maximum(alone.sum((1, 2)), 1)
     stray = 1 - held[k] / mine.sum()                       # the piece's ink that is not digit k's
     other = np.delete(cover, k).max(initial=0.0)           # the most of another digit's ink it holds
     if cover[k] >= 0.9 and stray <= 0.1 and other <= 0.35:
@@ -78,37 +84,13 @@ def samples(images: np.ndarray, n_lines: int, rng: np.random.Generator) -> tuple
     return np.stack(views), np.array(labels, np.float32)
 
 
-def main(argv=None) -> float:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--lines", type=int, default=8000, help="training lines (default: 8000)")
-    p.add_argument("--epochs", type=int, default=6, help="passes over the samples (default: 6)")
-    p.add_argument("--seed", type=int, default=0, help="line writing and initialisation seed (default: 0)")
-    p.add_argument("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw (default: $DIGITS_DATA_DIR or data)")
-    p.add_argument("--out", type=Path, default=WEIGHTS, help=f"weights file (default: {WEIGHTS}); its ONNX "
-                   "export is written beside it (.onnx)")
-    p.add_argument("--export-only", action="store_true", help="only export the weights file to ONNX again")
-    args = p.parse_args(argv)
-    if args.export_only:
-        export_onnx(args.out, args.out.with_suffix(".onnx"))
-        print(f"wrote {args.out.with_suffix('.onnx')}")
-        return 0.0
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-
-    split = load_dataset("mnist", args.data_dir, train=True, download=False)
-    images = split.images[:, 0].numpy()
-    t0 = time.perf_counter()
-    x, y = samples(images[:-HELD_OUT], args.lines, rng)
-    vx, vy = samples(images[-HELD_OUT:], max(50, args.lines // 10), rng)
-    print(f"{len(y)} training pieces ({y.mean():.0%} whole digits), {len(vy)} held out, "
-          f"written in {time.perf_counter() - t0:.0f} s")
-
-    net = WholeDigitNet()
+def train(net: WholeDigitNet, x: torch.Tensor, y: torch.Tensor, vx: torch.Tensor, vy: torch.Tensor,
+          epochs: int) -> None:
+    """AdamW with a one-cycle learning rate, batches of 256; the held-out accuracy after each pass."""
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    x, y, vx, vy = map(torch.from_numpy, (x, y, vx, vy))
-    steps = args.epochs * ((len(y) + 255) // 256)
+    steps = epochs * ((len(y) + 255) // 256)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-    for epoch in range(args.epochs):
+    for epoch in range(epochs):
         net.train()
         order = torch.randperm(len(y))
         for i in range(0, len(y), 256):
@@ -122,7 +104,44 @@ def main(argv=None) -> float:
         with torch.inference_mode():
             acc = float(((net(vx) > 0).float() == vy).float().mean())
         print(f"epoch {epoch + 1}: loss {loss.item():.3f}, held-out accuracy {acc:.2%}")
-    torch.save({k: v.half() for k, v in net.state_dict().items()}, args.out)  # fp16: half the file
+
+
+def main(argv=None) -> float:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lines", type=int, default=8000, help="training lines (default: 8000)")
+    p.add_argument("--epochs", type=int, default=6, help="passes over the samples (default: 6)")
+    p.add_argument("--seed", type=int, default=0, help="line writing and initialisation seed of the first member; "
+                   "the next members take the next seeds (default: 0)")
+    p.add_argument("--members", type=int, default=2, help="nets trained alike, their log-odds averaged (default: 2)")
+    p.add_argument("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw (default: $DIGITS_DATA_DIR or data)")
+    p.add_argument("--out", type=Path, default=WEIGHTS, help=f"weights file (default: {WEIGHTS}); its ONNX "
+                   "export is written beside it (.onnx)")
+    p.add_argument("--export-only", action="store_true", help="only export the weights file to ONNX again")
+    args = p.parse_args(argv)
+    if args.export_only:
+        export_onnx(args.out, args.out.with_suffix(".onnx"))
+        print(f"wrote {args.out.with_suffix('.onnx')}")
+        return 0.0
+    split = load_dataset("mnist", args.data_dir, train=True, download=False)
+    images = split.images[:, 0].numpy()
+    t0 = time.perf_counter()
+    verifier, held_out = Verifier(args.members), []
+    for k in range(args.members):  # each member: its own seed's lines and initialisation (as one run with
+        seed = args.seed + k  # --members 1 --seed <seed> would train it)
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        x, y = samples(images[:-HELD_OUT], args.lines, rng)
+        vx, vy = samples(images[-HELD_OUT:], max(50, args.lines // 10), rng)
+        verifier.members[k] = net = WholeDigitNet()
+        print(f"member {k + 1} (seed {seed}): {len(y)} training pieces ({y.mean():.0%} whole digits), "
+              f"{len(vy)} held out, written in {time.perf_counter() - t0:.0f} s")
+        held_out.append((torch.from_numpy(vx), torch.from_numpy(vy)))
+        train(net, torch.from_numpy(x), torch.from_numpy(y), *held_out[-1], args.epochs)
+    verifier.eval()
+    with torch.inference_mode():
+        acc = float(torch.cat([((verifier(vx) > 0).float() == vy).float() for vx, vy in held_out]).mean())
+    print(f"the {args.members} members averaged: held-out accuracy {acc:.2%}")
+    torch.save({k: v.half() for k, v in verifier.state_dict().items()}, args.out)  # fp16: half the file
     export_onnx(args.out, args.out.with_suffix(".onnx"))
     print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KB) and its ONNX export "
           f"in {time.perf_counter() - t0:.0f} s")

@@ -73,11 +73,11 @@ WIDE_COST = 10.0        # log-prior against a piece wider than WIDE x digit heig
 RATIO = np.array([(-0.102, 0.191), (-0.914, 0.454), (-0.068, 0.212), (-0.227, 0.208), (-0.235, 0.208),
                   (-0.072, 0.252), (-0.317, 0.213), (-0.256, 0.212), (-0.274, 0.217), (-0.386, 0.204)])
 RATIO_SPREAD = 2.0      # hand-drawn and photographed digits, and a digit's share of touching ink, vary more
-VERIFY = 2.0            # weight of the verifier's log P(one whole digit) in a piece's score (0: not asked)
+VERIFY = 1.0            # weight of the verifier's log P(one whole digit) in a piece's score (0: not asked)
 BEND = 0.25             # a cut between touching digits bends at most this x digit height from its column,
 BEND_STEP = 0.01        # ... a column a row, at this cost per column (crossing a pixel of ink costs its ink, <= 1)
 BEND_DRIFT = 0.3        # ... and this a row where it lies BEND away from its start (a pixel of ink: <= 1)
-PRUNE = -6.0            # pieces the verifier gives log-odds under this are not read (they would cost >= 12)
+PRUNE = -6.0            # pieces the verifier gives log-odds under this are not read (they would cost >= 6)
 
 
 @dataclass

@@ -8,7 +8,7 @@ own score of the piece. It never reads the digit: that stays with the user's mod
     z = whole_logodds(np.stack(views))                   # (n,) log-odds that each piece is one whole digit
 
 Trained only on MNIST's training digits, written as touching and apart lines by engine.render; rebuilt by
-`python scripts/train_whole_digit.py` (about 15 minutes on 2 idle CPU cores), which writes WEIGHTS and their
+`python scripts/train_whole_digit.py` (about 30 minutes on 2 idle CPU cores), which writes WEIGHTS and their
 ONNX export, which whole_logodds runs with ONNX Runtime on one thread: a few small views are less work than a
 thread pool's hand-offs, and torch's pool and ONNX Runtime's (the reading model's) would contend for the
 cores. The export names the sha256 of the weights it was made from; an export of other weights is refused.
@@ -46,6 +46,19 @@ class WholeDigitNet(nn.Module):
         for conv in self.convs:  # (n, c, h, w) -> (n, c', h/2, w/2)
             x = F.max_pool2d(F.relu(conv(x)), 2)
         return self.fc2(F.relu(self.fc1(x.flatten(1))))[:, 0]
+
+
+class Verifier(nn.Module):
+    """Several WholeDigitNets trained alike from different seeds; their log-odds averaged. One net's answers on
+    the pieces that decide touching digits swing with its training seed (a '1' drawn into its neighbour), and
+    the average is steadier than any one of them."""
+
+    def __init__(self, members: int = 2):
+        super().__init__()
+        self.members = nn.ModuleList([WholeDigitNet() for _ in range(members)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
 
 
 def view(line: np.ndarray, piece_ink: np.ndarray, origin: tuple[int, int], box: tuple[int, int, int, int],
@@ -103,10 +116,11 @@ def whole_logodds(views: np.ndarray) -> np.ndarray:
     return _sessions[key].run(None, {"views": np.ascontiguousarray(views, np.float32)})[0].astype(np.float64)
 
 
-def load_net(weights: Path = WEIGHTS) -> WholeDigitNet:
-    """The verifier as a torch module (for training and export), in float32."""
-    net = WholeDigitNet()
-    net.load_state_dict({k: v.float() for k, v in torch.load(weights, weights_only=True).items()})
+def load_net(weights: Path = WEIGHTS) -> Verifier:
+    """The verifier as a torch module (for export and tests), in float32."""
+    state = torch.load(weights, weights_only=True)
+    net = Verifier(len({k.split(".")[1] for k in state}))
+    net.load_state_dict({k: v.float() for k, v in state.items()})
     return net.eval()
 
 
