@@ -39,11 +39,12 @@ from engine.render import _line_of_digits  # noqa: E402
 HELD_OUT = 5000  # the last training digits: the verifier's validation set
 
 
-def whole(piece, own: np.ndarray) -> float | None:
+def whole(piece, own: np.ndarray, alone: np.ndarray) -> float | None:
     """1.0 when the piece is one whole digit, 0.0 when it is not, None when it is too close to call. own: each
-    digit's ink (digits, H, W), True where it is; where digits overlap, the ink is both digits'. A digit's share
-    of a piece is counted on the ink it does not share with a neighbour: where two overlap, a cut gives the
-    shared ink to one side, and both sides may still be whole digits (a '1' drawn into a 9's stem)."""
+    digit's ink (digits, H, W), True where it is; where digits overlap, the ink is both digits'. alone: the
+    part of own that no neighbour shares. A digit's share of a piece is counted on that: where two overlap, a
+    cut gives the shared ink to one side, and both sides may still be whole digits (a '1' drawn into a 9's
+    stem)."""
     x0, y0 = piece.origin
     h, w = piece.ink.shape
     mine = piece.ink > INK_THRESHOLD
@@ -52,7 +53,6 @@ def whole(piece, own: np.ndarray) -> float | None:
     if held.max() == 0:
         return 0.0
     k = int(held.argmax())
-    alone = own & (own.sum(0) == 1)                         # each digit's ink that no neighbour shares
     cover = (alone[:, y0:y0 + h, x0:x0 + w] & mine).sum((1, 2)) / np.maximum(alone.sum((1, 2)), 1)
     stray = 1 - held[k] / mine.sum()                       # the piece's ink that is not digit k's
     other = np.delete(cover, k).max(initial=0.0)           # the most of another digit's ink it holds
@@ -74,10 +74,11 @@ def samples(images: np.ndarray, n_lines: int, rng: np.random.Generator) -> tuple
         size = (max(1, round(line.shape[1] * s)), max(1, round(line.shape[0] * s)))
         line = np.pad(cv2.resize(line, size, interpolation=cv2.INTER_AREA), 8)
         own = np.stack([np.pad(cv2.resize(p, size, interpolation=cv2.INTER_AREA), 8) > INK_THRESHOLD for p in planes])
+        alone = own & (own.sum(0) == 1)  # each digit's ink that no neighbour shares
         blobs, digit_h = candidates(line)
         for blob in blobs:
             for piece in blob.pieces.values():
-                label = whole(piece, own)
+                label = whole(piece, own, alone)
                 if label is not None:
                     views.append(view(line, piece.ink, piece.origin, piece.box, digit_h))
                     labels.append(label)
