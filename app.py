@@ -59,7 +59,8 @@ SKETCH_HEIGHT = "min(660px, 95vw)"  # the canvas at about full size on a laptop,
 BRUSH_RADIUS = 16        # px on that canvas, i.e. a stroke about 1/17 of the canvas, like MNIST's ink
 PREVIEW_SCALE = 8        # the 28x28 model input is shown at 224x224, nearest-neighbour so pixels stay pixels
 DIGIT_SCALE = 4          # each digit's 28x28 in the digit-by-digit gallery, at 112x112
-THUMBNAIL = 320          # "where the digit was found": the input shown with its longest side at most this
+THUMBNAIL = 280          # "where the digit was found": the input shown with its longest side at most this
+                         # (shown 240 px high; the 560 px sketchpad halves exactly, 8x faster than to 320)
 BOX_COLOUR = (255, 0, 0)  # ... with a box this colour drawn around the ink framed for the model (one per digit)
 BOX_WIDTH = 3            # ... this many thumbnail pixels wide, just outside the ink
 EXAMPLES_DIR = ROOT / "examples"

@@ -88,7 +88,7 @@ def test_api_outputs_label_preview_timing_where_found_and_digits(client):
     assert len(label["confidences"]) == 3 and label["confidences"][0]["confidence"] > 0.5
     assert Image.open(preview).size == (28 * app.PREVIEW_SCALE, 28 * app.PREVIEW_SCALE)
     assert timing.startswith("ONNX Runtime: ") and " ms (preprocessing " in timing
-    assert Image.open(found).size == (28 * 11, 28 * 11)  # a 28x28 upload: enlarged 11x, pixels kept
+    assert Image.open(found).size == (28 * 10, 28 * 10)  # a 28x28 upload: enlarged 10x, pixels kept
     assert len(digits) == 1 and digits[0]["caption"].startswith("1: 7 (")
     assert Image.open(digits[0]["image"]).size == (28 * app.DIGIT_SCALE, 28 * app.DIGIT_SCALE)
 
@@ -118,13 +118,13 @@ def test_sketch_thumbnail_is_the_drawing_on_white():
     rgba[200:240, 60:500] = (200, 0, 0, 64)
     fast, size = app._thumbnail({"background": None, "layers": [], "composite": rgba})
     slow, _ = app._thumbnail({"background": None, "layers": [rgba], "composite": None})  # the PIL path
-    assert size == (560, 560) and fast.size == slow.size == (320, 320)
+    assert size == (560, 560) and fast.size == slow.size == (280, 280)
     a, b = np.asarray(fast, int), np.asarray(slow, int)
     assert np.abs(a - b).mean() < 1.0 and np.percentile(np.abs(a - b), 99) <= 2
-    assert (a[5, 5] == 255).all() and (a[200, 160] < 40).all()  # white where transparent, dark on the stroke
+    assert (a[5, 5] == 255).all() and (a[150, 140] < 40).all()  # white where transparent, dark on the stroke
     gray = rng.integers(0, 256, (28, 28), dtype=np.uint8)  # small: enlarged by a whole factor, pixels kept
     thumb, _ = app._thumbnail(gray)
-    assert thumb.size == (308, 308) and np.array_equal(np.asarray(thumb)[::11, ::11, 0], gray)
+    assert thumb.size == (280, 280) and np.array_equal(np.asarray(thumb)[::10, ::10, 0], gray)
 
 
 def drawn_box(found: str) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -152,7 +152,7 @@ def expected_outline(x0: int, y0: int, x1: int, y1: int, f: float) -> tuple[int,
 
 def test_upload_shows_where_the_digit_was_found(client, tmp_path):
     """A 7 in a known place on a 1600x1200 photo-like page (JPEG, decoded at half scale: the box goes
-    through the ink map's scale): the thumbnail, 320x240, has the box around it."""
+    through the ink map's scale): the thumbnail, 280x210, has the box around it."""
     page = np.clip(np.random.default_rng(0).normal(225, 3, (1200, 1600, 3)), 0, 255).astype(np.uint8)
     img = Image.fromarray(page)
     draw = ImageDraw.Draw(img)
@@ -161,8 +161,8 @@ def test_upload_shows_where_the_digit_was_found(client, tmp_path):
     img.save(tmp_path / "page.jpg", quality=85)
     _, _, _, found, _ = client.predict(handle_file(str(tmp_path / "page.jpg")), api_name="/predict_upload")
     rgb, box = drawn_box(found)
-    assert rgb.shape == (240, 320, 3)
-    expected = expected_outline(1000, 400, 1200, 700, 320 / 1600)
+    assert rgb.shape == (210, 280, 3)
+    expected = expected_outline(1000, 400, 1200, 700, 280 / 1600)
     assert np.abs(np.subtract(box, expected)).max() <= 3, (box, expected)
 
 
@@ -176,8 +176,8 @@ def test_sketch_box_leaves_a_stray_tap_out(client, tmp_path):
     sketch = {"background": None, "layers": [handle_file(str(tmp_path / "layer.png"))], "composite": None}
     label, _, _, found, _ = client.predict(sketch, "ONNX Runtime", "mnist", api_name="/predict_sketch")
     rgb, box = drawn_box(found)
-    f = 320 / 560
-    assert rgb.shape == (320, 320, 3)  # the drawing, on white
+    f = 280 / 560
+    assert rgb.shape == (280, 280, 3)  # the drawing, on white
     assert np.abs(np.subtract(box, expected_outline(x0, y0, x1, y1, f))).max() <= 3, box
     tap = round(60 * f), round(490 * f)
     assert rgb[tap[1], tap[0]].max() < 64  # the tap is in the thumbnail ...
@@ -344,7 +344,7 @@ def test_user_checkpoint_is_served_with_only_fresh_backends(tiny_checkpoint, shi
         label, preview, timing, found, _ = app.predict_upload(str(app.EXAMPLES_DIR / "mnist_0.png"), "PyTorch",
                                                               "tiny_cnn")
         assert set(label) == set(models["tiny_cnn"].spec.class_names) and abs(sum(label.values()) - 1) < 1e-4
-        assert found.dtype == np.uint8 and found.shape == (28 * 11, 28 * 11, 3)
+        assert found.dtype == np.uint8 and found.shape == (28 * 10, 28 * 10, 3)
         for model in ("mnist", "tiny_cnn"):
             with pytest.raises(gr.Error, match=r"python -m export --checkpoint"):
                 app.predict_upload(str(app.EXAMPLES_DIR / "mnist_0.png"), "ONNX Runtime", model)
