@@ -56,6 +56,15 @@ def _one(label_probs: np.ndarray, spec: InputSpec) -> tuple[str, dict[str, float
     return max(conf, key=conf.get), conf
 
 
+def _framed_ink(ink: np.ndarray) -> tuple:
+    """What framing reads of an ink map: its ink box's contents (equal contents, equal frames)."""
+    box = ink_box(ink)
+    if box is None:
+        return ()
+    crop = ink[box[1]:box[3], box[0]:box[2]]
+    return crop.dtype.str, crop.shape, crop.tobytes()
+
+
 def read(image, spec: InputSpec, predict_proba: Callable[[np.ndarray], np.ndarray],
          max_digits: int = MAX_DIGITS) -> Reading:
     """Any user image -> its Reading (see the module docstring)."""
@@ -66,20 +75,24 @@ def read(image, spec: InputSpec, predict_proba: Callable[[np.ndarray], np.ndarra
         return Reading(*_one(probs[0], spec), [preview], probs, [ink_box(ink.ink)], ink)
     ink = extract_ink(image, line=True)
 
-    read_before: dict[bytes, np.ndarray] = {}  # a frame the model has read -> its class probabilities
+    read_before: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # ink the model has read -> (frame, probs)
 
     def classify(inks: list[np.ndarray]) -> np.ndarray:  # each piece's class probabilities
         frames = np.stack([frame(i, spec) for i in inks])
         probs = predict_proba(model_input(frames, spec))
-        read_before.update((f.tobytes(), p) for f, p in zip(frames, probs))
+        read_before.update((_framed_ink(i), (f, p)) for i, f, p in zip(inks, frames, probs))
         return probs
 
     seg = segment(ink.line, classify, max_digits)
-    if len(seg.pieces) <= 1 and ink_box(ink.ink) is not None:  # one digit: exactly as preprocess() reads it
-        frames = frame(ink.ink, spec)[None]
-        known = read_before.get(frames[0].tobytes())  # the segmentation read this very frame (a lone blob)
-        probs = known[None] if known is not None else predict_proba(model_input(frames, spec))
-        return Reading(*_one(probs[0], spec), list(seen(frames)), probs, [ink_box(ink.ink)], ink, seg.notes)
+    box = ink_box(ink.ink)
+    if len(seg.pieces) <= 1 and box is not None:  # one digit: exactly as preprocess() reads it
+        known = read_before.get(_framed_ink(ink.ink))  # the segmentation read this very ink (a lone blob)
+        if known is not None:
+            frames, probs = known[0][None], known[1][None]
+        else:
+            frames = frame(ink.ink, spec)[None]
+            probs = predict_proba(model_input(frames, spec))
+        return Reading(*_one(probs[0], spec), list(seen(frames)), probs, [box], ink, seg.notes)
     if not seg.pieces:  # only specks
         raise no_ink(ink.kind)
     frames = np.stack([frame(p.ink, spec) for p in seg.pieces])
