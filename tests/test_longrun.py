@@ -271,12 +271,14 @@ def test_soak_memory_files_and_threads_stay_flat(server, cache):
     # +8 MB over the second half here). The 500-request version allowed 50 MB from the first tenth on, 111 KB
     # a request, warm-up included; the same 111 KB a request now applies to the second half alone, after the
     # warm-up: a kept upload, preview or per-request state shows at any length
-    half, a = figures["tenths"][4], figures["after"]
+    half, end = figures["tenths"][4], figures["after"]
     budget_mb = 50 / 450 * (total - total * 5 // 10)
+    assert end["rss_mb"] - half["rss_mb"] <= budget_mb, (
+        f"RSS {half['rss_mb']:.0f} -> {end['rss_mb']:.0f} MB over the second half (budget {budget_mb:.1f} MB)")
     # Worker threads and connections come and go with the requests in flight, so compare the highest count
     # of each half of the soak: a leak grows with every request, the second half's peak with it.
     for what in ("fds", "threads"):
-        first, second = ([t[what] for t in half] for half in (figures["tenths"][:5], figures["tenths"][5:]))
+        first, second = ([t[what] for t in part] for part in (figures["tenths"][:5], figures["tenths"][5:]))
         assert max(second) <= max(first) + 2, f"{what}: {first} then {second}"
     assert server.proc.poll() is None
 
