@@ -362,7 +362,7 @@ def test_pt2_package_is_verified_and_never_loaded_on_a_cpu_it_was_not_built_for(
     # EPYC, here an AVX2 package on a CPU with nothing): refused before its native code is loaded.
     caps = {k: False for k in torch.cpu.get_capabilities()}
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
-    with pytest.raises(RefusedExportError, match=f"cannot run on this CPU .*--pt2"):
+    with pytest.raises(RefusedExportError, match="cannot run on this CPU .*--pt2"):
         load_runtime(ckpt_path, "PyTorch AOTInductor")
     monkeypatch.undo()
 

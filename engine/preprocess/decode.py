@@ -173,7 +173,6 @@ def _to_gray_alpha(img: Image.Image, alpha_only: bool = False) -> Decoded:
     turned = upright.size != img.size
     img, _ = shrink(upright)  # huge photos
     scale = (full_h if turned else full_w) / img.size[0]
-    alpha = None
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(img, dtype=np.float32)
         lo, hi = float(a.min()), float(a.max())
