@@ -56,13 +56,22 @@ def _one(label_probs: np.ndarray, spec: InputSpec) -> tuple[str, dict[str, float
     return max(conf, key=conf.get), conf
 
 
-def _framed_ink(ink: np.ndarray) -> tuple:
+def _crop(ink: np.ndarray) -> np.ndarray | None:
     """What framing reads of an ink map: its ink box's contents (equal contents, equal frames)."""
     box = ink_box(ink)
-    if box is None:
-        return ()
-    crop = ink[box[1]:box[3], box[0]:box[2]]
-    return crop.dtype.str, crop.shape, crop.tobytes()
+    return None if box is None else ink[box[1]:box[3], box[0]:box[2]]
+
+
+def _read_before(ink: np.ndarray, asked: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
+    """(frame, probs) of an ink map whose contents the model has already read (asked: (ink, frame, probs)
+    per ink it was asked about), or None."""
+    crop = _crop(ink)
+    for other, f, p in asked:
+        if all(o >= c for o, c in zip(other.shape, crop.shape)) and other.dtype == crop.dtype:  # else no room
+            same = _crop(other)
+            if same is not None and same.shape == crop.shape and np.array_equal(same, crop):
+                return f, p
+    return None
 
 
 def read(image, spec: InputSpec, predict_proba: Callable[[np.ndarray], np.ndarray],
@@ -75,18 +84,18 @@ def read(image, spec: InputSpec, predict_proba: Callable[[np.ndarray], np.ndarra
         return Reading(*_one(probs[0], spec), [preview], probs, [ink_box(ink.ink)], ink)
     ink = extract_ink(image, line=True)
 
-    read_before: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # ink the model has read -> (frame, probs)
+    asked: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # each ink the model has read, its frame, probs
 
     def classify(inks: list[np.ndarray]) -> np.ndarray:  # each piece's class probabilities
         frames = np.stack([frame(i, spec) for i in inks])
         probs = predict_proba(model_input(frames, spec))
-        read_before.update((_framed_ink(i), (f, p)) for i, f, p in zip(inks, frames, probs))
+        asked.extend(zip(inks, frames, probs))
         return probs
 
     seg = segment(ink.line, classify, max_digits)
     box = ink_box(ink.ink)
     if len(seg.pieces) <= 1 and box is not None:  # one digit: exactly as preprocess() reads it
-        known = read_before.get(_framed_ink(ink.ink))  # the segmentation read this very ink (a lone blob)
+        known = _read_before(ink.ink, asked)  # the segmentation read this very ink (a lone blob)
         if known is not None:
             frames, probs = known[0][None], known[1][None]
         else:
