@@ -62,15 +62,13 @@ def _crop(ink: np.ndarray) -> np.ndarray | None:
     return None if box is None else ink[box[1]:box[3], box[0]:box[2]]
 
 
-def _read_before(ink: np.ndarray, asked: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
-    """(frame, probs) of an ink map whose contents the model has already read (asked: (ink, frame, probs)
-    per ink it was asked about), or None."""
-    crop = _crop(ink)
+def _read_before(crop: np.ndarray, asked: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
+    """(frame, probs) of the ink map whose crop (see _crop) the model has already read (asked: (ink, frame,
+    probs) per ink it was asked about), or None."""
     for other, f, p in asked:
-        if all(o >= c for o, c in zip(other.shape, crop.shape)) and other.dtype == crop.dtype:  # else no room
-            same = _crop(other)
-            if same is not None and same.shape == crop.shape and np.array_equal(same, crop):
-                return f, p
+        same = _crop(other)
+        if same is not None and same.shape == crop.shape and np.array_equal(same, crop):
+            return f, p
     return None
 
 
@@ -95,7 +93,7 @@ def read(image, spec: InputSpec, predict_proba: Callable[[np.ndarray], np.ndarra
     seg = segment(ink.line, classify, max_digits)
     box = ink_box(ink.ink)
     if len(seg.pieces) <= 1 and box is not None:  # one digit: exactly as preprocess() reads it
-        known = _read_before(ink.ink, asked)  # the segmentation read this very ink (a lone blob)
+        known = _read_before(ink.ink[box[1]:box[3], box[0]:box[2]], asked)  # the segmentation read it (a lone blob)
         if known is not None:
             frames, probs = known[0][None], known[1][None]
         else:

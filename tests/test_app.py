@@ -128,6 +128,13 @@ def test_sketch_thumbnail_is_the_drawing_on_white():
     assert thumb.size == (280, 280) and np.array_equal(np.asarray(thumb)[::10, ::10, 0], gray)
 
 
+def sketched_seven() -> Image.Image:
+    """A 7 drawn on the 560x560 sketchpad's transparent layer, 32 px wide."""
+    layer = Image.new("RGBA", (560, 560), (0, 0, 0, 0))
+    ImageDraw.Draw(layer).line([(180, 150), (380, 150), (260, 420)], fill=(0, 0, 0, 255), width=32)
+    return layer
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator settings, seen in /proc")
 def test_requests_reuse_the_memory_freed_before_them(shipped_server, tmp_path):
     """app.main calls keep_freed_memory: a drawing's request then works in memory that earlier requests
@@ -135,8 +142,7 @@ def test_requests_reuse_the_memory_freed_before_them(shipped_server, tmp_path):
     4 ms of its round trip); with it, a few dozen."""
     from scripts.bench_roundtrip import call, file_data
 
-    layer = Image.new("RGBA", (560, 560), (0, 0, 0, 0))
-    ImageDraw.Draw(layer).line([(180, 150), (380, 150), (260, 420)], fill=(0, 0, 0, 255), width=32)
+    layer = sketched_seven()
     layer.save(tmp_path / "layer.png")
     Image.alpha_composite(Image.new("RGBA", layer.size, (255, 255, 255, 255)), layer).save(tmp_path / "all.png")
     base, pid = shipped_server.url, shipped_server.proc.pid
@@ -201,8 +207,7 @@ def test_upload_shows_where_the_digit_was_found(client, tmp_path):
 
 def test_sketch_box_leaves_a_stray_tap_out(client, tmp_path):
     """A 7 drawn on the 560x560 sketchpad and a tap far from it: the box is the 7's, the tap shows outside."""
-    layer = Image.new("RGBA", (560, 560), (0, 0, 0, 0))
-    ImageDraw.Draw(layer).line([(180, 150), (380, 150), (260, 420)], fill=(0, 0, 0, 255), width=32)
+    layer = sketched_seven()
     x0, y0, x1, y1 = layer.getbbox()  # the 7's own ink
     ImageDraw.Draw(layer).ellipse([50, 480, 70, 500], fill=(0, 0, 0, 255))  # the tap, centred at (60, 490)
     layer.save(tmp_path / "layer.png")
