@@ -69,7 +69,7 @@ def read_with(tree: Path, requests: list, out: Path) -> None:
         def label(value) -> str:
             return spec.class_names[int(session.run(None, {name: preprocess(value, spec)[0]})[0].argmax())]
 
-    def value(files):
+    def value(files):  # as scripts/eval_drawings.read_back, which needs this checkout's engine, not tree's
         if isinstance(files, str):
             return files
         load = lambda p: np.asarray(Image.open(p))  # noqa: E731
