@@ -32,16 +32,9 @@ TAKEN = ("engine", "export", "checkpoints")  # what the earlier commit reads wit
 MODEL = "mnist_cnn"
 
 
-def files_of(api_name: str, arg) -> str | dict:
-    """A request's files, as paths: the sketchpad's layers or the uploaded file."""
-    if api_name == "/predict_sketch":
-        return {"background": arg["background"]["path"], "composite": arg["composite"]["path"],
-                "layers": [a["path"] for a in arg["layers"]]}
-    return arg["path"]
-
-
 def read_with(tree: Path, requests: list, out: Path) -> None:
-    """The subprocess: read the requests (files_of each) with the code and model in `tree` -> labels in `out`."""
+    """The subprocess: read the requests (scripts/eval_drawings.request_files of each) with the code and model in
+    `tree` -> labels in `out`."""
     sys.path.insert(0, str(tree))
     import numpy as np
     from PIL import Image
@@ -69,7 +62,7 @@ def read_with(tree: Path, requests: list, out: Path) -> None:
         def label(value) -> str:
             return spec.class_names[int(session.run(None, {name: preprocess(value, spec)[0]})[0].argmax())]
 
-    def value(files):  # as scripts/eval_drawings.read_back, which needs this checkout's engine, not tree's
+    def value(files):  # as eval_drawings.read_back: importing it would import this checkout's engine, not tree's
         if isinstance(files, str):
             return files
         load = lambda p: np.asarray(Image.open(p))  # noqa: E731
@@ -145,22 +138,24 @@ def main(argv=None) -> dict:
 
     sys.path.insert(0, str(ROOT))
     from engine.data import default_data_dir, load_dataset
-    from scripts.eval_drawings import kept_requests, make_requests, run_in_process
+    from scripts.eval_drawings import kept_requests, make_requests, request_files, run_in_process
 
     split = load_dataset("mnist", args.data_dir or default_data_dir(), train=False, download=False)
     with tempfile.TemporaryDirectory(prefix="compare_") as tmp:
         tmp = Path(tmp)
         folder = args.images or tmp / "images"
-        requests = [(*r[:2], seed, *r[2:]) for seed in args.seeds
-                    for r in kept_requests(make_requests, split, args.kinds, args.n, seed, folder)]
+        requests, seeds = [], []
+        for seed in args.seeds:
+            made = kept_requests(make_requests, split, args.kinds, args.n, seed, folder)
+            requests += made
+            seeds += [seed] * len(made)
         commit = checkout(args.before, tmp / "before")
         listing = tmp / "requests.json"
-        listing.write_text(json.dumps([files_of(api, arg) for *_, api, arg in requests]))
+        listing.write_text(json.dumps([request_files(api, arg) for *_, api, arg in requests]))
         subprocess.run([sys.executable, __file__, "--read-with", str(tmp / "before"), str(listing),
                         str(tmp / "before.json")], check=True, cwd=tmp)
         before = json.loads((tmp / "before.json").read_text())
-        now = run_in_process([(k, t, api, arg) for k, t, _, api, arg in requests],
-                             ROOT / "checkpoints" / f"{MODEL}.pt", "ONNX Runtime")
+        now = run_in_process(requests, ROOT / "checkpoints" / f"{MODEL}.pt", "ONNX Runtime")
     kinds = compare(requests, now, before)
     print(f"{len(requests)} drawings ({args.n} per kind and seed, seeds {' '.join(map(str, args.seeds))}); "
           f"now: this checkout; before: {commit[:7]}")
@@ -171,7 +166,7 @@ def main(argv=None) -> dict:
     for kind, k in kinds.items():
         for side in ("only_now", "only_before"):
             for j in k[side]:
-                print(f"  {kind} seed {requests[j][2]}: a {requests[j][1]}, read {now[j]!r} now and {before[j]!r} "
+                print(f"  {kind} seed {seeds[j]}: a {requests[j][1]}, read {now[j]!r} now and {before[j]!r} "
                       f"before ({'right now' if side == 'only_now' else 'right before'})")
     result = {"before": commit, "seeds": args.seeds, "n": args.n, "kinds": kinds}
     if args.json:

@@ -116,14 +116,21 @@ def run_requests(client, requests, backend: str, model: str = "mnist", workers: 
         return list(pool.map(one, requests))
 
 
+def request_files(api_name: str, arg) -> str | dict:
+    """A request's files, as paths: the sketchpad value's (background, composite, layers) or the upload."""
+    if api_name == "/predict_sketch":
+        return {"background": arg["background"]["path"], "composite": arg["composite"]["path"],
+                "layers": [a["path"] for a in arg["layers"]]}
+    return arg["path"]
+
+
 def read_back(api_name: str, arg):
     """A request's files read back as the API would receive them: a sketchpad value of arrays, or a path."""
-    if api_name == "/predict_sketch":
-        arg = {"background": arg["background"]["path"], "composite": arg["composite"]["path"],
-               "layers": [a["path"] for a in arg["layers"]]}
-        return {k: (np.asarray(Image.open(v)) if isinstance(v, str) else [np.asarray(Image.open(p)) for p in v])
-                for k, v in arg.items()}
-    return arg["path"]
+    files = request_files(api_name, arg)
+    if isinstance(files, str):
+        return files
+    return {k: (np.asarray(Image.open(v)) if isinstance(v, str) else [np.asarray(Image.open(p)) for p in v])
+            for k, v in files.items()}
 
 
 def run_in_process(requests, checkpoint: Path, backend: str) -> list[str]:

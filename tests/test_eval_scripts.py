@@ -3,6 +3,9 @@ same kind, n, seed and renderer made them."""
 from __future__ import annotations
 
 import json
+import subprocess
+
+import pytest
 
 from scripts.eval_drawings import kept_requests, make_requests
 
@@ -51,10 +54,6 @@ def test_mcnemar_counts_only_the_drawings_read_differently():
 def test_compare_readings_reads_the_same_files_with_an_earlier_commit(data_dir, tmp_path, capsys):
     """scripts/compare_readings.py against HEAD: the earlier side runs HEAD's own engine/ in a subprocess on the
     very files this checkout reads; with this checkout's reading code as committed, every reading agrees."""
-    import subprocess
-
-    import pytest
-
     from scripts.compare_readings import ROOT, TAKEN, main
 
     if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True).returncode:
