@@ -137,6 +137,37 @@ def test_polarity_of_a_digit_near_the_pages_edge():
     assert dark_ink(decode(photo))
 
 
+def test_squared_paper_lines_are_removed_both_ways_and_the_digit_kept():
+    """Squared paper: level and plumb lines every 14 px. Looked for together, the transform took the rows
+    between the level lines (bridging the plumb lines' gaps) for lines, and no plumb line was found: they
+    stayed, as a row of "1"s."""
+    one = _stroke(np.zeros((600, 800), np.float32), (400, 250), (420, 380), 7)  # a "1"
+    _stroke(one, (395, 250), (380, 270), 7)
+    ink = np.zeros_like(one)
+    for t in range(7, 800, 14):
+        cv2.line(ink, (0, t), (799, t), 0.6, 2)     # level lines (past the bottom: none)
+        cv2.line(ink, (t, 0), (t, 599), 0.6, 2)     # plumb lines
+    out = remove_lines(np.maximum(ink, one))
+    assert not out[:, :340].any() and not out[:, 480:].any()
+    assert (out[one > 0] == 1).mean() > 0.97  # the "1" kept where it crosses the lines too
+
+
+def test_a_digit_on_densely_squared_paper_is_found():
+    """Squared paper's lines every 11 px cover over a third of the page: measured over the whole page, the
+    paper's "noise" was theirs, and the threshold it set stood above the digit ("no digit found"). Measured
+    below the paper's level it is the paper's own."""
+    rng = np.random.default_rng(0)
+    gray = np.full((500, 600), 0.92, np.float32)
+    for t in range(3, 600, 11):
+        gray[t:t + 2] = 0.75
+        gray[:, t:t + 2] = 0.75
+    cv2.line(gray, (300, 200), (310, 320), 0.45, 6)  # a "1"
+    gray = cv2.GaussianBlur(gray, (0, 0), 0.8) + rng.normal(0, 0.01, gray.shape).astype(np.float32)
+    ink = extract_ink(Image.fromarray((np.clip(gray, 0, 1) * 255).astype(np.uint8)).convert("RGB"))
+    x0, y0, x1, y1 = ink_box(ink.ink)
+    assert 290 <= x0 and x1 <= 320 and 190 <= y0 and y1 <= 330
+
+
 def test_faint_ruled_lines_broken_into_dashes_are_removed():
     rng = np.random.default_rng(0)
     ink = np.zeros((600, 800), np.float32)

@@ -10,7 +10,8 @@
 2. remove_lines: ruled and margin lines, long thin straight structures running across the page in any
    colour (the ink map holds coloured lines as ink: it is made from the darkest channel), found by a Hough
    transform, nearly level or plumb (a shorter piece too when several run parallel to it: a faint line
-   broken into dashes); where a stroke crosses a line the stroke is kept.
+   broken into dashes; on squared paper the level and the plumb lines apart); where a stroke crosses a line
+   the stroke is kept.
 3. keep_writing: connected components (OpenCV); in a photo, what touches the image's edge broadly or spans
    it is the region outside the paper (a dark table: the local light estimate turns a strip of it into
    "ink") or the paper's edge, and is dropped. The largest remaining component is the writing's core and
@@ -36,6 +37,7 @@ PAGE_EDGE = 0.03         # what is left nearly all (PAGE_EDGE_SHARE) within this
 PAGE_EDGE_SHARE = 0.9    # ... of that region is the page's outline (a digit on the page is taller than that)
 LINES_AT = 512           # lines are looked for on a copy this many pixels on its longest side
 LINE_LENGTH = 0.4        # a ruled line runs straight for at least this fraction of the image's width (height)
+RUN = 5                  # ... and is looked for among runs this long at least (pixels of that copy, see _running)
 LINE_TILT = 8            # ... within this many degrees of level (plumb)
 LINE_SLENDER = 40        # ... and is at least this many times longer than thick (a thin-pen 1: ~25)
 LINE_LEVEL = 0.9         # a line's darkness: this quantile of the ink on it (its core, not its faint halo)
@@ -154,12 +156,25 @@ def find_lines(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int],
     small = (small > 0).astype(np.uint8)
     sh, sw = small.shape
     piece = LINE_LENGTH / 2 * min(sh, sw)
-    segs = cv2.HoughLinesP(small, 1, np.pi / 360, threshold=max(10, int(0.35 * piece)),
-                           minLineLength=piece, maxLineGap=max(2, int(0.03 * max(sh, sw))))
+
+    def hough(m: np.ndarray) -> np.ndarray:
+        segs = cv2.HoughLinesP(m, 1, np.pi / 360, threshold=max(10, int(0.35 * piece)), minLineLength=piece,
+                               maxLineGap=max(2, int(0.03 * max(sh, sw))))
+        return np.zeros((0, 4), np.float64) if segs is None else segs.reshape(-1, 4).astype(np.float64)
+
+    segs = hough(small)
     lines = []
-    if segs is None:
+    if not len(segs):
         return lines
-    groups = _collinear(segs.reshape(-1, 4).astype(np.float64))
+    # Squared paper: the transform bridges the gaps between the plumb lines along a row between two level
+    # ones and takes that row for a line, whose pixels (the plumb lines') are then gone, so most plumb lines
+    # are never found (or level ones). On ruled paper the level and plumb lines are looked for apart too,
+    # each without the thin lines across it (_running); when both come as a family, that is what is found.
+    if _family(segs, True) or _family(segs, False):
+        apart = [hough(_running(small, level)) for level in (True, False)]
+        if _family(apart[0], True) and _family(apart[1], False):
+            segs = np.concatenate(apart)
+    groups = _collinear(segs)
     # Ruled lines come as a family: parallel, one above the other. A faint line that noise broke into
     # dashes shows only a piece of itself (each piece is at least half a line's length: the transform's
     # minimum); with RULED_FAMILY others parallel to it, it is one of the family all the same.
@@ -198,6 +213,25 @@ def find_lines(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int],
             continue
         lines.append(((ax, ay), (bx, by), thick))
     return _ruled_or_present(lines, small, f)
+
+
+def _family(segs: np.ndarray, level: bool) -> bool:
+    """Whether Hough segments hold a family of ruled lines: more than RULED_FAMILY lines, each within
+    LINE_TILT of level (plumb)."""
+    count = 0
+    for (x0, y0, x1, y1), _ in _collinear(segs):
+        dx, dy = abs(x1 - x0), abs(y1 - y0)
+        count += (dx > dy) == level and np.degrees(np.arctan2(min(dx, dy), max(dx, dy))) <= LINE_TILT
+    return count > RULED_FAMILY
+
+
+def _running(small: np.ndarray, level: bool) -> np.ndarray:
+    """The pixels of a binary mask on runs at least RUN long, level or plumb, once the mask is thickened by
+    a pixel each way (a thin line tilted up to LINE_TILT is a staircase of short runs, a faint one a row of
+    dashes): what may be a level (plumb) line, without the thin lines across it, which are narrower."""
+    along = (RUN, 1) if level else (1, RUN)
+    thick = cv2.dilate(small, np.ones((3, 3), np.uint8))
+    return small & cv2.morphologyEx(thick, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, along))
 
 
 def _ruled_or_present(lines: list, small: np.ndarray, f: float) -> list:

@@ -121,12 +121,14 @@ def _contrast(plane: np.ndarray, dark: bool) -> np.ndarray:
     return np.clip(c, 0, 1, out=c)
 
 
-def _noise(c: np.ndarray) -> tuple[float, float]:
+def _noise(c: np.ndarray, below: bool = False) -> tuple[float, float]:
     """The paper's level and noise in a contrast map: median and robust sigma (from the median absolute
-    deviation), on a subsample."""
+    deviation), on a subsample. below: the deviation measured below the median alone, where a dense pattern
+    of lines (squared paper) adds none: over a third of the pixels may be such lines, and they would count
+    as the paper's noise."""
     s = c[::3, ::3]
     med = float(np.median(s))
-    return med, 1.4826 * float(np.median(np.abs(s - med)))
+    return med, 1.4826 * float(np.median(med - s[s <= med] if below else np.abs(s - med)))
 
 
 def _hysteresis(c: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -139,9 +141,9 @@ def _hysteresis(c: np.ndarray, low: float, high: float) -> np.ndarray:
     return seeded[labels]
 
 
-def _ink(c: np.ndarray) -> tuple[np.ndarray, float]:
-    """Contrast -> (ink map, its sum)."""
-    med, sigma = _noise(c)
+def _ink(c: np.ndarray, below: bool = False) -> tuple[np.ndarray, float]:
+    """Contrast -> (ink map, its sum); below: see _noise."""
+    med, sigma = _noise(c, below)
     low = max(MIN_CONTRAST, med + NOISE_SIGMAS * sigma)
     over = c[c > low]
     if over.size == 0:
@@ -207,9 +209,13 @@ def ink_from_planes(d: Decoded) -> np.ndarray:
     on to its firm parts), rescaled so firm ink is 1 (faint pencil and black ballpoint look alike to the
     model)."""
     dark = dark_ink(d)
-    for polarity in (dark, not dark):  # when the first finds nothing (a bold digit filling a tiny image), the other
-        c = _contrast(d.dark, True) if polarity else _contrast(d.light, False)
-        ink, total = _ink(c)
+    contrast = {}
+    # When the first polarity finds nothing (a bold digit filling a tiny image), the other; when neither
+    # does, both again with the paper's noise measured below its level (_noise): squared paper's lines.
+    for below, polarity in ((False, dark), (False, not dark), (True, dark), (True, not dark)):
+        if polarity not in contrast:
+            contrast[polarity] = _contrast(d.dark, True) if polarity else _contrast(d.light, False)
+        ink, total = _ink(contrast[polarity], below)
         if total > 0 and (polarity or _on_dark_ground(ink, d.gray)):
             d.dark_ink = polarity
             return ink
