@@ -13,7 +13,8 @@ drawn with a fat finger), "pencil" (faint grey pencil on paper under uneven ligh
 graphite grain, blur, JPEG), "ruled" (ballpoint in blue, black, red or green on ruled notebook paper with a margin
 line, lines of any spacing and colour, slightly tilted), "photo" (a phone photo, 1600x1200 or 1200x1600: the
 page does not fill the frame, a table shows along one or two edges, a shadow falls over the page, the digit is
-small).
+small), "squared" (ballpoint on squared paper: level and plumb lines, some pages graph paper with heavier
+lines every fifth, some a grid of dots; the digit one and a half to three and a half squares tall).
 
 Whole numbers: render_number(digits_u8, kind, rng) writes several real digits side by side, "apart" or
 "touching" (sketchpad values) or "photo" (dark ink on photographed paper), for scripts/eval_numbers.py.
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-KINDS = ("sketch", "jpeg", "inverted", "strays", "fat", "pencil", "ruled", "photo")
+KINDS = ("sketch", "jpeg", "inverted", "strays", "fat", "pencil", "ruled", "photo", "squared")
 
 
 def _upscale(digit_u8: np.ndarray, size: int) -> np.ndarray:
@@ -198,35 +199,78 @@ INKS = {"blue": (0.08, 0.15, 0.55), "black": (0.08, 0.08, 0.1), "red": (0.65, 0.
 RULE_COLOURS = ((0.55, 0.7, 0.9), (0.65, 0.65, 0.68), (0.6, 0.75, 0.85), (0.7, 0.6, 0.85), (0.45, 0.6, 0.85))
 
 
-def _ruled(digit_u8, rng) -> Image.Image:
+def _lined_page(rng: np.random.Generator, spacing: tuple[float, float]):
+    """A notebook page to rule: -> (H, W, line spacing, the paper (HxWx3, white to cream, a little grey), its
+    rows and columns (yy, xx), the lines' tilt (a slope), their colour)."""
     H, W = int(rng.integers(400, 1400)), int(rng.integers(400, 1400))
-    spacing = float(rng.uniform(16, 60))
+    step = float(rng.uniform(*spacing))
     page = np.ones((H, W, 3), np.float32) * np.array([1.0, rng.uniform(0.95, 1.0), rng.uniform(0.85, 1.0)], np.float32)
     page *= rng.uniform(0.85, 1.0)
     yy = np.arange(H, dtype=np.float32)[:, None]
     xx = np.arange(W, dtype=np.float32)[None, :]
     tilt = np.tan(np.radians(rng.uniform(-2, 2)))
     rule = np.asarray(RULE_COLOURS[rng.integers(len(RULE_COLOURS))], np.float32) * rng.uniform(0.85, 1.1)
-    thick = rng.uniform(0.8, 3.0)
-    phase = rng.uniform(0, spacing)
-    d = (yy - tilt * xx - phase) % spacing  # distance below the line above
-    lines = np.clip(thick / 2 + 0.5 - np.minimum(d, spacing - d), 0, 1)
-    margin_x = rng.uniform(0.06, 0.3) * W
-    mthick = rng.uniform(0.8, 3.0)
-    margin = np.clip(mthick / 2 + 0.5 - np.abs(xx + tilt * yy - margin_x), 0, 1) * np.ones((H, 1), np.float32)
-    page = page * (1 - lines[..., None]) + np.minimum(page, rule) * lines[..., None]
-    mcol = np.array([0.85, rng.uniform(0.2, 0.5), rng.uniform(0.3, 0.55)], np.float32)
-    page = page * (1 - margin[..., None]) + np.minimum(page, mcol) * margin[..., None]
-    size = int(min(spacing * rng.uniform(1.0, 2.6), 0.8 * min(H, W - margin_x)))
+    return H, W, step, page, yy, xx, tilt, rule
+
+
+def _rules(d: np.ndarray, spacing: float, thick: float) -> np.ndarray:
+    """Ruled lines thick pixels wide every spacing pixels, from d: each pixel's distance past the last line."""
+    return np.clip(thick / 2 + 0.5 - np.minimum(d, spacing - d), 0, 1)
+
+
+def _ruled_in(page: np.ndarray, lines: np.ndarray, colour) -> np.ndarray:
+    """Lines (HxW coverage) printed on the page in a colour (never lighter than the page)."""
+    return page * (1 - lines[..., None]) + np.minimum(page, colour) * lines[..., None]
+
+
+def _written(digit_u8, page: np.ndarray, size: int, rng, left: float = 0) -> Image.Image:
+    """The digit written size px tall in ballpoint of a random colour, anywhere on the page right of `left`,
+    under uneven light, photographed."""
+    H, W = page.shape[:2]
     pen = rng.uniform(0.035, 0.09) * size if rng.random() < 0.8 else None
     glyph = _pen_glyph(digit_u8, size, rng, pen)
     y = int(rng.integers(0, H - size + 1))
-    x = int(rng.integers(int(min(margin_x + 4, W - size)), W - size + 1))
+    x = int(rng.integers(int(min(left, W - size)), W - size + 1))
     ink = np.zeros((H, W), np.float32)
     ink[y:y + size, x:x + size] = glyph * rng.uniform(0.7, 1.0)
     colour = INKS[list(INKS)[rng.integers(len(INKS))]]
     rgb = _compose(page, ink, colour, _light(H, W, rng, rng.uniform(0, 0.35)))
     return _finish(rgb, rng, (0, 1.2), (0.005, 0.03), (55, 96))
+
+
+def _ruled(digit_u8, rng) -> Image.Image:
+    H, W, spacing, page, yy, xx, tilt, rule = _lined_page(rng, (16, 60))
+    thick = rng.uniform(0.8, 3.0)
+    phase = rng.uniform(0, spacing)
+    lines = _rules((yy - tilt * xx - phase) % spacing, spacing, thick)  # level lines
+    margin_x = rng.uniform(0.06, 0.3) * W
+    mthick = rng.uniform(0.8, 3.0)
+    margin = np.clip(mthick / 2 + 0.5 - np.abs(xx + tilt * yy - margin_x), 0, 1) * np.ones((H, 1), np.float32)
+    page = _ruled_in(page, lines, rule)
+    mcol = np.array([0.85, rng.uniform(0.2, 0.5), rng.uniform(0.3, 0.55)], np.float32)
+    page = _ruled_in(page, margin, mcol)
+    size = int(min(spacing * rng.uniform(1.0, 2.6), 0.8 * min(H, W - margin_x)))
+    return _written(digit_u8, page, size, rng, left=margin_x + 4)
+
+
+def _squared(digit_u8, rng) -> Image.Image:
+    """Squared paper (a maths exercise book): level and plumb lines at one spacing; on a fifth of the pages
+    every fifth line heavier (graph paper), on a quarter a grid of dots instead (dot paper)."""
+    H, W, spacing, page, yy, xx, tilt, rule = _lined_page(rng, (14, 45))
+    thick = rng.uniform(0.8, 2.5)
+    down = (yy - tilt * xx - rng.uniform(0, spacing)) % (5 * spacing)  # past the last heavy line
+    across = (xx + tilt * yy - rng.uniform(0, spacing)) % (5 * spacing)
+    level, plumb = _rules(down % spacing, spacing, thick), _rules(across % spacing, spacing, thick)
+    style = rng.random()
+    if style < 0.25:
+        lines = np.minimum(3 * level * plumb, 1)
+    else:
+        lines = np.maximum(level, plumb)
+        if style >= 0.8:
+            heavy = 2 * thick
+            lines = np.maximum(lines, np.maximum(_rules(down, 5 * spacing, heavy), _rules(across, 5 * spacing, heavy)))
+    size = int(min(spacing * rng.uniform(1.5, 3.5), 0.8 * min(H, W)))
+    return _written(digit_u8, _ruled_in(page, lines, rule), size, rng)
 
 
 def _pencil(digit_u8, rng) -> Image.Image:
@@ -296,6 +340,8 @@ def render(digit_u8: np.ndarray, kind: str, rng: np.random.Generator):
         return _ruled(digit_u8, rng)
     if kind == "photo":
         return _photo(digit_u8, rng)
+    if kind == "squared":
+        return _squared(digit_u8, rng)
     if kind == "jpeg":
         H, W = int(rng.integers(240, 641)), int(rng.integers(240, 641))
         size = int(rng.integers(int(0.4 * min(H, W)), int(0.95 * min(H, W)) + 1))

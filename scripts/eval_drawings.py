@@ -72,6 +72,10 @@ def make_requests(split, kinds, n: int, seed: int, folder: Path) -> list[tuple[s
     return requests
 
 
+# The blank pages' random streams come after the digits' of the eight kinds there were when blank pages came
+# (kept, so a kind's blank pages stay the same pages as kinds are added; a later kind's digits share a stream
+# with an early kind's blank pages, which draw other things from it).
+BLANK_STREAMS = 8
 NO_DIGIT = "(no digit found)"  # what a request answered "no digit found ..." counts as: a wrong reading
 
 
@@ -82,7 +86,7 @@ def make_blank_requests(split, kinds, n: int, seed: int, folder: Path) -> list[t
     blank = np.zeros((28, 28), np.uint8)
     requests = []
     for kind in kinds:
-        rng = np.random.default_rng([seed, len(KINDS) + KINDS.index(kind)])
+        rng = np.random.default_rng([seed, BLANK_STREAMS + KINDS.index(kind)])
         requests += [(kind, NO_DIGIT, *write_request(blank, kind, rng, folder, f"blank_{kind}_{j}")) for j in range(n)]
     return requests
 
