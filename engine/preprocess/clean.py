@@ -166,15 +166,22 @@ def find_lines(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int],
     lines = []
     if not len(segs):
         return lines
+    groups = _collinear(segs)
     # Squared paper: the transform bridges the gaps between the plumb lines along a row between two level
     # ones and takes that row for a line, whose pixels (the plumb lines') are then gone, so most plumb lines
     # are never found (or level ones). On ruled paper the level and plumb lines are looked for apart too,
     # each without the thin lines across it (_running); when both come as a family, that is what is found.
-    if _family(segs, True) or _family(segs, False):
-        apart = [hough(_running(small, level)) for level in (True, False)]
-        if _family(apart[0], True) and _family(apart[1], False):
-            segs = np.concatenate(apart)
-    groups = _collinear(segs)
+    # The way the page shows no family is looked at first: on ruled paper (plumb: a margin line at most)
+    # that is all the extra work.
+    level = _family(groups, True)
+    if level or _family(groups, False):
+        apart = {}
+        for way in (False, True) if level else (True, False):
+            apart[way] = hough(_running(small, way))
+            if not _family(_collinear(apart[way]), way):
+                break
+        else:
+            groups = _collinear(np.concatenate([apart[True], apart[False]]))
     # Ruled lines come as a family: parallel, one above the other. A faint line that noise broke into
     # dashes shows only a piece of itself (each piece is at least half a line's length: the transform's
     # minimum); with RULED_FAMILY others parallel to it, it is one of the family all the same.
@@ -215,11 +222,11 @@ def find_lines(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int],
     return _ruled_or_present(lines, small, f)
 
 
-def _family(segs: np.ndarray, level: bool) -> bool:
-    """Whether Hough segments hold a family of ruled lines: more than RULED_FAMILY lines, each within
+def _family(groups: list[tuple[np.ndarray, float]], level: bool) -> bool:
+    """Whether lines (_collinear's) hold a family of ruled lines: more than RULED_FAMILY lines, each within
     LINE_TILT of level (plumb)."""
     count = 0
-    for (x0, y0, x1, y1), _ in _collinear(segs):
+    for (x0, y0, x1, y1), _ in groups:
         dx, dy = abs(x1 - x0), abs(y1 - y0)
         count += (dx > dy) == level and np.degrees(np.arctan2(min(dx, dy), max(dx, dy))) <= LINE_TILT
     return count > RULED_FAMILY
