@@ -192,8 +192,7 @@ def find_lines(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int],
         x0, y0, x1, y1 = seg / f
         dx, dy = abs(x1 - x0), abs(y1 - y0)
         length = np.hypot(dx, dy)
-        tilt = np.degrees(np.arctan2(min(dx, dy), max(dx, dy)))
-        if tilt > LINE_TILT or covered / f < LINE_LENGTH * (w if dx > dy else h) and family < RULED_FAMILY:
+        if _tilt(dx, dy) > LINE_TILT or covered / f < LINE_LENGTH * (w if dx > dy else h) and family < RULED_FAMILY:
             continue
         # how thick: the ink in a band along the segment, wide enough to hold a stroke too thick to be a line
         band = np.zeros_like(mask)
@@ -222,13 +221,18 @@ def find_lines(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int],
     return _ruled_or_present(lines, small, f)
 
 
+def _tilt(dx: float, dy: float) -> float:
+    """Degrees off level or plumb, whichever is nearer, of a segment spanning dx by dy pixels."""
+    return float(np.degrees(np.arctan2(min(dx, dy), max(dx, dy))))
+
+
 def _family(groups: list[tuple[np.ndarray, float]], level: bool) -> bool:
     """Whether lines (_collinear's) hold a family of ruled lines: more than RULED_FAMILY lines, each within
     LINE_TILT of level (plumb)."""
     count = 0
     for (x0, y0, x1, y1), _ in groups:
         dx, dy = abs(x1 - x0), abs(y1 - y0)
-        count += (dx > dy) == level and np.degrees(np.arctan2(min(dx, dy), max(dx, dy))) <= LINE_TILT
+        count += (dx > dy) == level and _tilt(dx, dy) <= LINE_TILT
     return count > RULED_FAMILY
 
 
