@@ -168,6 +168,46 @@ def test_a_digit_on_densely_squared_paper_is_found():
     assert 290 <= x0 and x1 <= 320 and 190 <= y0 and y1 <= 330
 
 
+def _form(cells: int, gap: int, tilt: float = 0.0) -> np.ndarray:
+    """The ink of a form's row of printed boxes: 120 px cells, walls 2 px, `gap` px apart (0: a comb, the
+    boxes sharing walls), turned by `tilt` degrees about the row's centre."""
+    ink = np.zeros((400, 900), np.float32)
+    for k in range(cells):
+        x = 100 + k * (120 + gap)
+        cv2.rectangle(ink, (x, 140), (x + 120, 260), 1.0, 2)
+    turn = cv2.getRotationMatrix2D((100 + cells * (120 + gap) / 2, 200), tilt, 1.0)
+    return cv2.warpAffine(ink, turn, (900, 400))
+
+
+def test_a_forms_boxes_are_removed_and_the_digit_in_one_kept():
+    """A digit written in one of a form's boxes. The boxes were ink like the digit: the largest component, a
+    box, was read as a "0", and a row of boxes sharing walls as a row of "1"s (its level walls, found as
+    lines, were removed and the plumb ones left)."""
+    for gap, tilt in ((0, 0.0), (30, 0.0), (0, 1.5), (30, -2.0)):
+        seven = _stroke(np.zeros((400, 900), np.float32), (250, 160), (320, 160), 6)  # a 7 in the second box
+        _stroke(seven, (320, 160), (275, 245), 6)
+        if gap:
+            seven = np.roll(seven, gap, axis=1)
+        out = remove_lines(np.maximum(_form(4, gap, tilt), seven))
+        assert (out[seven > 0] > 0).mean() > 0.95, (gap, tilt)  # the 7 kept, its bar near the box's top too
+        assert not (out * (seven == 0) * (cv2.dilate(seven, np.ones((9, 9))) == 0)).any(), (gap, tilt)
+    touching = _stroke(np.zeros((400, 900), np.float32), (160, 130), (160, 250), 6)  # a 1 crossing the top wall
+    out = remove_lines(np.maximum(_form(1, 0), touching))
+    assert (out[touching > 0] > 0).mean() > 0.95 and out[260, 110:150].max() == 0
+
+
+def test_a_blank_form_and_a_boxy_zero_are_told_apart(tmp_path):
+    """A form with nothing written in its boxes has no digit; a 0 drawn squarish (a round-cornered box,
+    thick) is no printed box: its ink is not hollow enough, or its sides not straight."""
+    gray = 0.93 - 0.8 * _form(3, 20)
+    Image.fromarray((gray * 255).astype(np.uint8)).convert("RGB").save(tmp_path / "form.png")
+    with pytest.raises(EmptyInputError, match="no digit found"):
+        extract_ink(str(tmp_path / "form.png"))
+    zero = np.zeros((400, 400), np.float32)
+    cv2.ellipse(zero, (200, 200), (90, 140), 0, 0, 360, 1.0, 40)
+    assert (remove_lines(zero) == zero).all()
+
+
 def test_faint_ruled_lines_broken_into_dashes_are_removed():
     rng = np.random.default_rng(0)
     ink = np.zeros((600, 800), np.float32)

@@ -10,8 +10,9 @@
 2. remove_lines: ruled and margin lines, long thin straight structures running across the page in any
    colour (the ink map holds coloured lines as ink: it is made from the darkest channel), found by a Hough
    transform, nearly level or plumb (a shorter piece too when several run parallel to it: a faint line
-   broken into dashes; on squared paper the level and the plumb lines apart); where a stroke crosses a line
-   the stroke is kept.
+   broken into dashes; on squared paper the level and the plumb lines apart), and a form's printed boxes
+   (find_frames: a thin hollow component with straight walls around it, and across it in a row of boxes);
+   where a stroke crosses a line or a wall the stroke is kept.
 3. keep_writing: connected components (OpenCV); in a photo, what touches the image's edge broadly or spans
    it is the region outside the paper (a dark table: the local light estimate turns a strip of it into
    "ink") or the paper's edge, and is dropped. The largest remaining component is the writing's core and
@@ -57,6 +58,13 @@ SPECK = 0.0002           # components smaller than this fraction of the image (a
 PHOTO_FLOOR = 16         # ... but in a photo a component of this many pixels may be the digit's core
 FAINT = 0.15             # in a photo, ink under this fraction of the writing's firm ink is not the writing,
 FAINT_PART = 0.35        # ... nor a component whose mean ink is under this fraction of the core's
+FRAME_MIN = 12           # a printed box (a form's) is this many pixels of the small copy across at least,
+FRAME_FILL = 0.7         # ... its ink under this share of its rectangle (a ring, not a blot or a stroke),
+FRAME_SIDE = 0.9         # ... inked along this share of each of its sides (a digit's curve only touches them),
+FRAME_WALL = 0.15        # ... its walls no thicker than this share of its size (and 3 px: see _walls),
+FRAME_OPEN = 0.3         # ... the room inside them this share of it at least,
+FRAME_HOLLOW = 0.35      # ... and little ink in that room: under this share (a digit written in it);
+FRAME_ACROSS = 0.97      # a wall inside it (a comb's) is inked along this share of the box at least
 NEXT_TALL = 0.4          # reading a number: the next digit is at least this x the core's height, and
 NEXT_LEVEL = 0.5         # ... this share of its height is level with the writing, and
 NEXT_GAP = 2.5           # ... it is within this many core heights of the writing, left or right
@@ -144,6 +152,107 @@ def _collinear(segs: np.ndarray) -> list[tuple[np.ndarray, float]]:
     return out
 
 
+def _small(mask: np.ndarray) -> tuple[np.ndarray, float]:
+    """A binary mask shrunk to LINES_AT pixels on its longest side (never enlarged) -> (copy, its scale)."""
+    h, w = mask.shape
+    f = min(1.0, LINES_AT / max(h, w))
+    small = cv2.resize(mask, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    return (small > 0).astype(np.uint8), f
+
+
+def find_frames(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int], int]]:
+    """The walls of printed boxes in an ink mask (a box to write a digit in, a form's row of them, sharing
+    walls or apart), as (end, end, thickness) segments at full size. A box is a component of the mask, on a
+    small copy, clear of the image's edges, that is thin (under FRAME_FILL of its smallest rotated rectangle inked) and, made upright, has
+    straight walls around it and maybe across it (_walls). A digit touching the box is part of the component;
+    its strokes are not straight and long enough to be walls, and where they cross one remove_lines keeps
+    them."""
+    small, f = _small(mask)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(small, connectivity=8)
+    frames = []
+    for i in range(1, n):
+        x, y, bw, bh, area = stats[i]
+        if min(bw, bh) < FRAME_MIN or area > FRAME_FILL * bw * bh:
+            continue
+        if x == 0 or y == 0 or x + bw == small.shape[1] or y + bh == small.shape[0]:
+            continue  # it runs off the image: a page's ruling or squares, the line finder's
+
+        comp = (labels[y:y + bh, x:x + bw] == i).astype(np.uint8)
+        corners = cv2.boxPoints(cv2.minAreaRect(cv2.findNonZero(comp)))
+        across, down = np.linalg.norm(corners[1] - corners[0]), np.linalg.norm(corners[2] - corners[1])
+        if min(across, down) < FRAME_MIN or area > FRAME_FILL * across * down:
+            continue
+        pad = 2  # the rectangle made upright, a margin around it
+        upright = np.float32([[pad, pad], [pad + across, pad], [pad + across, pad + down]])
+        to = cv2.getAffineTransform(corners[:3].astype(np.float32), upright)
+        walls = _walls(cv2.warpAffine(comp, to, (int(across) + 2 * pad + 1, int(down) + 2 * pad + 1),
+                                      flags=cv2.INTER_NEAREST))
+        back = cv2.invertAffineTransform(to)
+        for level, mid, (lo, hi), thick in walls:
+            pts = np.float32([[lo - 1, mid], [hi + 1, mid]] if level else [[mid, lo - 1], [mid, hi + 1]])
+            (ax, ay), (bx, by) = (cv2.transform(pts[None], back)[0] + (x, y)) / f
+            frames.append(((int(round(ax)), int(round(ay))), (int(round(bx)), int(round(by))),
+                           int(np.ceil(thick / f)) + 2 + int(1 / f)))
+    return frames
+
+
+def _walls(r: np.ndarray) -> list[tuple[bool, float, tuple[int, int], int]]:
+    """A box's walls in a component made upright (uint8, its smallest rectangle upright in it) -> (level or
+    not, the row or column it runs along, from where to where across, its thickness) for each, or [] where
+    the component is no box.
+
+    Its walls around it are the outermost rows and columns inked along half of it at least (a speck of noise
+    on the box widens the rectangle a little), inked along FRAME_SIDE between each other, and thin
+    (FRAME_WALL, FRAME_OPEN); walls inside it (a comb's, a grid's) run all the way across (FRAME_ACROSS: a 1
+    written in a box may reach nearly from its top to its bottom). Between them lies little ink (FRAME_HOLLOW:
+    the digits written in the cells); a stroke's own rectangle is all ink. Ink along a row or a column is
+    measured with a pixel of tolerance either way (the rectangle's angle is measured on pixels), across a wall
+    inside alone (so a gap between the 1's end and the wall is not closed)."""
+    loose = cv2.dilate(r, np.ones((3, 3), np.uint8))
+    half_rows, half_cols = np.nonzero(loose.mean(axis=1) >= 0.5)[0], np.nonzero(loose.mean(axis=0) >= 0.5)[0]
+    if len(half_rows) < 2 or len(half_cols) < 2:
+        return []
+    top, bottom, left, right = half_rows[0], half_rows[-1], half_cols[0], half_cols[-1]
+    if min(bottom - top, right - left) < FRAME_MIN:
+        return []
+    rows = loose[:, left:right + 1].mean(axis=1) >= FRAME_SIDE
+    cols = loose[top:bottom + 1].mean(axis=0) >= FRAME_SIDE
+    if not (rows[top:top + 3].any() and rows[bottom - 2:bottom + 1].any()
+            and cols[left:left + 3].any() and cols[right - 2:right + 1].any()):
+        return []
+    (t0, t1), (b0, b1) = _run_at(rows, top), _run_at(rows, bottom)
+    (l0, l1), (r0, r1) = _run_at(cols, left), _run_at(cols, right)
+    if max(t1 - t0, b1 - b0, r1 - r0, l1 - l0) > FRAME_WALL * min(bottom - top, right - left) + 3:
+        return []
+    # Its walls leave room inside it: a small 0 (a few pixels of this copy) is as thick as a box's walls
+    # for its size, and so much of it is wall that its rows and columns run along the walls' length.
+    if (b0 - t1) * (r0 - l1) < FRAME_OPEN * (b1 - t0) * (r1 - l0):
+        return []
+    # (the loose runs reach a pixel past the walls' ink at either end)
+    level_in = cv2.dilate(r, np.ones((3, 1), np.uint8))[t1:b0, l0 + 1:r1 - 1].mean(axis=1) >= FRAME_ACROSS
+    plumb_in = cv2.dilate(r, np.ones((1, 3), np.uint8))[t0 + 1:b1 - 1, l1:r0].mean(axis=0) >= FRAME_ACROSS
+    inside = cv2.erode(loose, np.ones((3, 3), np.uint8))[t1:b0, l1:r0]
+    inside = inside[~level_in][:, ~plumb_in]
+    if inside.size == 0 or inside.mean() > FRAME_HOLLOW:
+        return []
+    walls = [(True, (a + b - 1) / 2, (left, right), b - a) for a, b in ((t0, t1), (b0, b1))]
+    walls += [(False, (a + b - 1) / 2, (top, bottom), b - a) for a, b in ((l0, l1), (r0, r1))]
+    walls += [(True, t1 + (a + b - 1) / 2, (left, right), b - a) for a, b in _runs(level_in)]
+    walls += [(False, l1 + (a + b - 1) / 2, (top, bottom), b - a) for a, b in _runs(plumb_in)]
+    return [(level, mid, span, max(1, width - 2)) for level, mid, span, width in walls]  # less the tolerance
+
+
+def _run_at(on: np.ndarray, at: int) -> tuple[int, int]:
+    """The run of True in a bool vector that holds `at` or lies within 2 of it -> (start, stop)."""
+    return next((a, b) for a, b in _runs(on) if a - 2 <= at < b + 2)
+
+
+def _runs(on: np.ndarray) -> list[tuple[int, int]]:
+    """The runs of True in a bool vector, as (start, stop)."""
+    edges = np.diff(np.concatenate([[0], on.astype(np.int8), [0]]))
+    return list(zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]))
+
+
 def find_lines(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int], int]]:
     """The ruled and margin lines in an ink mask, as (end, end, thickness) at full size: straight segments
     found by a probabilistic Hough transform on a small copy (a line tilted in a photo is still one line),
@@ -151,9 +260,7 @@ def find_lines(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int],
     runs on past what the transform found of it), and with ink along its course or in a family of ruled
     lines (_ruled_or_present: not a row of digits' level strokes)."""
     h, w = mask.shape
-    f = min(1.0, LINES_AT / max(h, w))
-    small = cv2.resize(mask, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-    small = (small > 0).astype(np.uint8)
+    small, f = _small(mask)
     sh, sw = small.shape
     piece = LINE_LENGTH / 2 * min(sh, sw)
 
@@ -353,12 +460,21 @@ def _line_levels(ids: np.ndarray, ink: np.ndarray, along: np.ndarray, n: int, bi
 
 
 def remove_lines(ink: np.ndarray) -> np.ndarray:
-    """The ink without ruled and margin lines, keeping the strokes that cross them: a line pixel with ink
-    on both sides of it across the line stays, and so does ink darker than the line it lies on (a 2's base
-    written along a ruled line). Each line is its own measure: a margin line darker than the ruled lines is
-    no writing."""
+    """The ink without ruled and margin lines and a form's boxes, keeping the strokes that cross them: a line
+    pixel with ink on both sides of it across the line stays, and so does ink darker than the line it lies on
+    (a 2's base written along a ruled line). Each line is its own measure: a margin line darker than the ruled
+    lines is no writing."""
     mask = _binary(ink)
-    found = find_lines(mask)
+    # A form's boxes first: a row of them is a family of short plumb lines between two long level ones, which
+    # the line finder would join with the digits' strokes into lines across the writing.
+    found = find_frames(mask)
+    if found:
+        walls = np.zeros_like(mask)
+        for a, b, thick in found:
+            cv2.line(walls, a, b, 1, thick)
+        found += find_lines(mask & (1 - walls))
+    else:
+        found = find_lines(mask)
     if not found:
         return ink
     ids = np.zeros(ink.shape, np.int32)
