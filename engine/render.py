@@ -14,10 +14,12 @@ graphite grain, blur, JPEG), "ruled" (ballpoint in blue, black, red or green on 
 line, lines of any spacing and colour, slightly tilted), "photo" (a phone photo, 1600x1200 or 1200x1600: the
 page does not fill the frame, a table shows along one or two edges, a shadow falls over the page, the digit is
 small), "squared" (ballpoint on squared paper: level and plumb lines, some pages graph paper with heavier
-lines every fifth, some a grid of dots; the digit one and a half to three and a half squares tall).
+lines every fifth, some a grid of dots; the digit one and a half to three and a half squares tall), "form" (a
+digit written in one of a form's printed boxes, a row of one to five, dark or light, some sharing walls).
 
 Whole numbers: render_number(digits_u8, kind, rng) writes several real digits side by side, "apart" or
-"touching" (sketchpad values) or "photo" (dark ink on photographed paper), for scripts/eval_numbers.py.
+"touching" (sketchpad values), "photo" (dark ink on photographed paper) or "form" (a digit in each of a form's
+boxes), for scripts/eval_numbers.py.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-KINDS = ("sketch", "jpeg", "inverted", "strays", "fat", "pencil", "ruled", "photo", "squared")
+KINDS = ("sketch", "jpeg", "inverted", "strays", "fat", "pencil", "ruled", "photo", "squared", "form")
 
 
 def _upscale(digit_u8: np.ndarray, size: int) -> np.ndarray:
@@ -223,14 +225,19 @@ def _ruled_in(page: np.ndarray, lines: np.ndarray, colour) -> np.ndarray:
     return page * (1 - lines[..., None]) + np.minimum(page, colour) * lines[..., None]
 
 
-def _written(digit_u8, page: np.ndarray, size: int, rng, left: float = 0) -> Image.Image:
-    """The digit written size px tall in ballpoint of a random colour, anywhere on the page right of `left`,
-    under uneven light, photographed."""
+def _written(digit_u8, page: np.ndarray, size: int, rng, left: float = 0,
+             centre: tuple[float, float] | None = None) -> Image.Image:
+    """The digit written size px tall in ballpoint of a random colour, anywhere on the page right of `left`
+    (or centred on `centre`, x and y, as far as the page allows), under uneven light, photographed."""
     H, W = page.shape[:2]
     pen = rng.uniform(0.035, 0.09) * size if rng.random() < 0.8 else None
     glyph = _pen_glyph(digit_u8, size, rng, pen)
-    y = int(rng.integers(0, H - size + 1))
-    x = int(rng.integers(int(min(left, W - size)), W - size + 1))
+    if centre is None:
+        y = int(rng.integers(0, H - size + 1))
+        x = int(rng.integers(int(min(left, W - size)), W - size + 1))
+    else:
+        x = int(np.clip(round(centre[0] - size / 2), 0, W - size))
+        y = int(np.clip(round(centre[1] - size / 2), 0, H - size))
     ink = np.zeros((H, W), np.float32)
     ink[y:y + size, x:x + size] = glyph * rng.uniform(0.7, 1.0)
     colour = INKS[list(INKS)[rng.integers(len(INKS))]]
@@ -271,6 +278,53 @@ def _squared(digit_u8, rng) -> Image.Image:
             lines = np.maximum(lines, np.maximum(_rules(down, 5 * spacing, heavy), _rules(across, 5 * spacing, heavy)))
     size = int(min(spacing * rng.uniform(1.5, 3.5), 0.8 * min(H, W)))
     return _written(digit_u8, _ruled_in(page, lines, rule), size, rng)
+
+
+FORM_COLOURS = ((0.1, 0.1, 0.1), (0.35, 0.35, 0.4), (0.2, 0.3, 0.6), (0.8, 0.3, 0.3), (0.95, 0.6, 0.45))
+
+
+def _form_page(rng, n: int | None = None):
+    """A form: a row of printed boxes (n, or one to five) on a page; on two forms in five a comb, the boxes
+    sharing their walls; dark or in a light colour (a form printed for machine reading), slightly tilted.
+    -> (the page HxWx3, each box's centre (x, y), the boxes' size)."""
+    import cv2
+    H, W, _, page, _, _, tilt, rule = _lined_page(rng, (1, 2))
+    cell = rng.uniform(0.15, 0.45) * min(H, W)
+    gap = 0.0 if rng.random() < 0.4 else rng.uniform(0.05, 0.5) * cell
+    margin = 5 + 0.04 * max(H, W)  # the row, turned by its tilt, stays on the page
+    if n is None:
+        n = max(1, min(int(rng.integers(1, 6)), int((W - 2 * margin + gap) // (cell + gap))))
+    else:  # all n boxes on the page: smaller boxes (and gaps) where they would not fit
+        spread = gap / cell
+        cell = min(cell, (W - 2 * margin) / (n + (n - 1) * spread))
+        gap = spread * cell
+    x0 = rng.uniform(margin, max(margin + 1, W - margin - n * cell - (n - 1) * gap))
+    y0 = rng.uniform(margin, max(margin + 1, H - margin - cell))
+    a = np.arctan(tilt)
+    cx, cy = x0 + (n * cell + (n - 1) * gap) / 2, y0 + cell / 2
+
+    def turned(x: float, y: float) -> tuple[float, float]:
+        return (cx + (x - cx) * np.cos(a) - (y - cy) * np.sin(a), cy + (x - cx) * np.sin(a) + (y - cy) * np.cos(a))
+
+    walls = np.zeros((H, W), np.uint8)
+    thick = int(rng.integers(1, 4))
+    for k in range(n):
+        x = x0 + k * (cell + gap)
+        corners = np.array([turned(*p) for p in ((x, y0), (x + cell, y0), (x + cell, y0 + cell), (x, y0 + cell))])
+        cv2.polylines(walls, [np.round(corners * 16).astype(np.int32)], True, 255, thick, cv2.LINE_AA, shift=4)
+    colour = FORM_COLOURS[rng.integers(len(FORM_COLOURS))] if rng.random() < 0.6 else rule
+    centres = [turned(x0 + k * (cell + gap) + cell / 2, y0 + cell / 2) for k in range(n)]
+    return _ruled_in(page, walls.astype(np.float32) / 255, colour), centres, cell
+
+
+def _form(digit_u8, rng) -> Image.Image:
+    """The digit written in one of a form's boxes (_form_page), 60-100 % of its height, a little off its
+    centre."""
+    page, centres, cell = _form_page(rng)
+    x, y = centres[int(rng.integers(len(centres)))]
+    size = int(cell * rng.uniform(0.6, 1.0))
+    dx, dy = rng.uniform(-0.1, 0.1, 2) * cell
+    return _written(digit_u8, page, size, rng, centre=(x + dx, y + dy))
 
 
 def _pencil(digit_u8, rng) -> Image.Image:
@@ -342,6 +396,8 @@ def render(digit_u8: np.ndarray, kind: str, rng: np.random.Generator):
         return _photo(digit_u8, rng)
     if kind == "squared":
         return _squared(digit_u8, rng)
+    if kind == "form":
+        return _form(digit_u8, rng)
     if kind == "jpeg":
         H, W = int(rng.integers(240, 641)), int(rng.integers(240, 641))
         size = int(rng.integers(int(0.4 * min(H, W)), int(0.95 * min(H, W)) + 1))
@@ -364,7 +420,7 @@ def render(digit_u8: np.ndarray, kind: str, rng: np.random.Generator):
 # ----------------------------------------------------------------------------------------------------
 # Whole numbers: several real test digits on one line
 
-NUMBER_KINDS = ("apart", "touching", "photo")
+NUMBER_KINDS = ("apart", "touching", "photo", "form")
 
 
 def _glyph(digit_u8: np.ndarray, height: int, threshold: float) -> np.ndarray:
@@ -415,9 +471,12 @@ def _fit_line(line: np.ndarray, H: int, W: int, rng: np.random.Generator) -> np.
 def render_number(digits_u8: list[np.ndarray], kind: str, rng: np.random.Generator):
     """Several real 28x28 digits written as one number: "apart" and "touching" are sketchpad values (the
     neighbours' ink 10-50 % of a digit cell apart, or touching and overlapping by up to 8 % of it); "photo" is
-    a JPEG of dark ink on paper under uneven light."""
+    a JPEG of dark ink on paper under uneven light; "form" the number written in a form's row of boxes, a
+    digit in each (_form_number)."""
     if kind not in NUMBER_KINDS:
         raise ValueError(f"unknown kind {kind!r}; known: {', '.join(NUMBER_KINDS)}")
+    if kind == "form":
+        return _form_number(digits_u8, rng)
     gap = (-0.08, 0.0) if kind == "touching" else (0.1, 0.5)
     line = _line_of_digits(digits_u8, 96, gap, rng, threshold=float(rng.uniform(0.25, 0.55)))
     if kind in ("apart", "touching"):
@@ -433,3 +492,22 @@ def render_number(digits_u8: list[np.ndarray], kind: str, rng: np.random.Generat
     gray = light - ink * (light - pen) + rng.normal(0, 0.015, (H, W))
     tint = rng.uniform(0.9, 1.05, 3)  # warm or cool paper, blue or black pen
     return _jpeg(gray[..., None] * tint, int(rng.integers(60, 91)))
+
+
+def _form_number(digits_u8: list[np.ndarray], rng: np.random.Generator) -> Image.Image:
+    """A number written in a form's row of boxes (_form_page), a digit in each, 60-95 % of a box's height, a
+    little off its centre; one pen for all, under uneven light, photographed."""
+    page, centres, cell = _form_page(rng, len(digits_u8))
+    H, W = page.shape[:2]
+    pen = rng.uniform(0.035, 0.09) if rng.random() < 0.8 else None
+    ink = np.zeros((H, W), np.float32)
+    for d, (x, y) in zip(digits_u8, centres):
+        size = max(8, int(cell * rng.uniform(0.6, 0.95)))
+        glyph = _pen_glyph(d, size, rng, None if pen is None else pen * size)
+        dx, dy = rng.uniform(-0.05, 0.05, 2) * cell
+        x0 = int(np.clip(round(x + dx - size / 2), 0, W - size))
+        y0 = int(np.clip(round(y + dy - size / 2), 0, H - size))
+        np.maximum(ink[y0:y0 + size, x0:x0 + size], glyph, out=ink[y0:y0 + size, x0:x0 + size])
+    colour = INKS[list(INKS)[rng.integers(len(INKS))]]
+    rgb = _compose(page, ink * rng.uniform(0.7, 1.0), colour, _light(H, W, rng, rng.uniform(0, 0.35)))
+    return _finish(rgb, rng, (0, 1.2), (0.005, 0.03), (55, 96))

@@ -265,9 +265,9 @@ def test_fixed_sample_of_numbers(kind, mnist_test, runtime):
         truth = "".join(str(int(mnist_test.labels[i])) for i in idx)
         value = render_number([mnist_test.images[i, 0].numpy() for i in idx], kind, rng)
         right += read(value, runtime.spec, runtime.predict_proba).label == truth
-    # read today on this fixed sample: apart 20, touching 17, photo 20 (less one, two for touching, for
-    # another CPU's rounding); the figures per kind: scripts/eval_numbers.py, in the README
-    floor = {"apart": 19, "touching": 15, "photo": 19}[kind]
+    # read today on this fixed sample: apart 20, touching 17, photo 20, form 17 (less one, two for touching
+    # and form, for another CPU's rounding); the figures per kind: scripts/eval_numbers.py, in the README
+    floor = {"apart": 19, "touching": 15, "photo": 19, "form": 15}[kind]
     assert right >= floor, f"{kind}: {right}/{N_PER_KIND} numbers read right"
 
 
