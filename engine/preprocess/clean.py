@@ -163,21 +163,25 @@ def _small(mask: np.ndarray) -> tuple[np.ndarray, float]:
 def find_frames(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int], int]]:
     """The walls of printed boxes in an ink mask (a box to write a digit in, a form's row of them, sharing
     walls or apart), as (end, end, thickness) segments at full size. A box is a component of the mask, on a
-    small copy, clear of the image's edges, that is thin (under FRAME_FILL of its smallest rotated rectangle inked) and, made upright, has
-    straight walls around it and maybe across it (_walls). A digit touching the box is part of the component;
-    its strokes are not straight and long enough to be walls, and where they cross one remove_lines keeps
-    them."""
+    small copy, clear of the image's edges, that is thin (under FRAME_FILL of its smallest rotated rectangle
+    inked) and, made upright, has straight walls around it and maybe across it (_walls). A digit touching the
+    box is part of the component; its strokes are not straight and long enough to be walls, and where they
+    cross one remove_lines keeps them."""
     small, f = _small(mask)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(small, connectivity=8)
+    window = _inked(small)  # (labelled where the ink is: see _inked)
+    if window is None:
+        return []
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(small[window], connectivity=8)
+    oy, ox = window[0].start, window[1].start
     frames = []
     for i in range(1, n):
         x, y, bw, bh, area = stats[i]
         if min(bw, bh) < FRAME_MIN or area > FRAME_FILL * bw * bh:
             continue
+        comp = (labels[y:y + bh, x:x + bw] == i).astype(np.uint8)
+        x, y = x + ox, y + oy
         if x == 0 or y == 0 or x + bw == small.shape[1] or y + bh == small.shape[0]:
             continue  # it runs off the image: a page's ruling or squares, the line finder's
-
-        comp = (labels[y:y + bh, x:x + bw] == i).astype(np.uint8)
         corners = cv2.boxPoints(cv2.minAreaRect(cv2.findNonZero(comp)))
         across, down = np.linalg.norm(corners[1] - corners[0]), np.linalg.norm(corners[2] - corners[1])
         if min(across, down) < FRAME_MIN or area > FRAME_FILL * across * down:
