@@ -230,7 +230,7 @@ def _walls(r: np.ndarray) -> list[tuple[bool, float, tuple[int, int], int]]:
         return []
     # Its walls leave room inside it: a small 0 (a few pixels of this copy) is as thick as a box's walls
     # for its size, and so much of it is wall that its rows and columns run along the walls' length.
-    if (b0 - t1) * (r0 - l1) < FRAME_OPEN * (b1 - t0) * (r1 - l0):
+    if b0 <= t1 or r0 <= l1 or (b0 - t1) * (r0 - l1) < FRAME_OPEN * (b1 - t0) * (r1 - l0):
         return []
     # (the loose runs reach a pixel past the walls' ink at either end)
     level_in = cv2.dilate(r, np.ones((3, 1), np.uint8))[t1:b0, l0 + 1:r1 - 1].mean(axis=1) >= FRAME_ACROSS
