@@ -58,6 +58,8 @@ SPECK = 0.0002           # components smaller than this fraction of the image (a
 PHOTO_FLOOR = 16         # ... but in a photo a component of this many pixels may be the digit's core
 FAINT = 0.15             # in a photo, ink under this fraction of the writing's firm ink is not the writing,
 FAINT_PART = 0.35        # ... nor a component whose mean ink is under this fraction of the core's
+FRAME_IMAGE = 100        # no printed box is looked for in an image smaller than this (an MNIST-sized crop: at
+                         # a few pixels a side a narrow 0 or 9 is as square as a box)
 FRAME_MIN = 12           # a printed box (a form's) is this many pixels of the small copy across at least,
 FRAME_FILL = 0.7         # ... its ink under this share of its rectangle (a ring, not a blot or a stroke),
 FRAME_SIDE = 0.9         # ... inked along this share of each of its sides (a digit's curve only touches them),
@@ -162,11 +164,13 @@ def _small(mask: np.ndarray) -> tuple[np.ndarray, float]:
 
 def find_frames(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int], int]]:
     """The walls of printed boxes in an ink mask (a box to write a digit in, a form's row of them, sharing
-    walls or apart), as (end, end, thickness) segments at full size. A box is a component of the mask, on a
-    small copy, clear of the image's edges, that is thin (under FRAME_FILL of its smallest rotated rectangle
-    inked) and, made upright, has straight walls around it and maybe across it (_walls). A digit touching the
-    box is part of the component; its strokes are not straight and long enough to be walls, and where they
-    cross one remove_lines keeps them."""
+    walls or apart), as (end, end, thickness) segments at full size; none in a mask under FRAME_IMAGE pixels
+    on its shorter side. A box is a component of the mask, on a small copy, clear of the image's edges, that
+    is thin (under FRAME_FILL of its smallest rotated rectangle inked) and, made upright, has straight walls
+    around it and maybe across it (_walls). A digit touching the box is part of the component; its strokes
+    are not straight and long enough to be walls, and where they cross one remove_lines keeps them."""
+    if min(mask.shape) < FRAME_IMAGE:
+        return []
     small, f = _small(mask)
     window = _inked(small)  # (labelled where the ink is: see _inked)
     if window is None:
