@@ -655,15 +655,19 @@ def keep_freed_memory(mmap_mb: int = 8, trim_mb: int = 32) -> bool:
     heap is handed back, so every request touches its pages for the first time again: some 300 page faults
     per array, about 4 ms of a sketch's round trip on the 2-core machine (scripts/bench_roundtrip.py). Here
     arrays up to `mmap_mb` come from the heap, and up to `trim_mb` of free memory stays mapped in each of
-    glibc's arenas (one per worker thread in use, a few). Returns whether glibc took both settings."""
+    glibc's arenas. The arenas are capped at two per core (glibc's default is eight per core, about one per
+    worker thread): each new worker thread of the server's pool took an arena of its own and kept its free
+    memory, so resident memory rose in steps of about 10 MB as the pool grew over a long run (the soak test's
+    second half: +15 to +20 MB on some runs). Returns whether glibc took the settings."""
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # malloc.h
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_mb << 20)) & bool(libc.mallopt(M_TRIM_THRESHOLD, trim_mb << 20))
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # malloc.h
+    return (bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_mb << 20)) & bool(libc.mallopt(M_TRIM_THRESHOLD, trim_mb << 20))
+            & bool(libc.mallopt(M_ARENA_MAX, 2 * (os.cpu_count() or 1))))
 
 
 def refuse_when_full(demo: gr.Blocks, message: str = BUSY) -> None:
