@@ -225,6 +225,13 @@ def _ruled_in(page: np.ndarray, lines: np.ndarray, colour) -> np.ndarray:
     return page * (1 - lines[..., None]) + np.minimum(page, colour) * lines[..., None]
 
 
+def _corner(centre: tuple[float, float], size: int, H: int, W: int) -> tuple[int, int]:
+    """The top left corner (x, y) of a size x size glyph centred on `centre` (x, y), as far as an H x W page
+    allows."""
+    return (int(np.clip(round(centre[0] - size / 2), 0, W - size)),
+            int(np.clip(round(centre[1] - size / 2), 0, H - size)))
+
+
 def _written(digit_u8, page: np.ndarray, size: int, rng, left: float = 0,
              centre: tuple[float, float] | None = None) -> Image.Image:
     """The digit written size px tall in ballpoint of a random colour, anywhere on the page right of `left`
@@ -236,8 +243,7 @@ def _written(digit_u8, page: np.ndarray, size: int, rng, left: float = 0,
         y = int(rng.integers(0, H - size + 1))
         x = int(rng.integers(int(min(left, W - size)), W - size + 1))
     else:
-        x = int(np.clip(round(centre[0] - size / 2), 0, W - size))
-        y = int(np.clip(round(centre[1] - size / 2), 0, H - size))
+        x, y = _corner(centre, size, H, W)
     ink = np.zeros((H, W), np.float32)
     ink[y:y + size, x:x + size] = glyph * rng.uniform(0.7, 1.0)
     colour = INKS[list(INKS)[rng.integers(len(INKS))]]
@@ -505,8 +511,7 @@ def _form_number(digits_u8: list[np.ndarray], rng: np.random.Generator) -> Image
         size = max(8, int(cell * rng.uniform(0.6, 0.95)))
         glyph = _pen_glyph(d, size, rng, None if pen is None else pen * size)
         dx, dy = rng.uniform(-0.05, 0.05, 2) * cell
-        x0 = int(np.clip(round(x + dx - size / 2), 0, W - size))
-        y0 = int(np.clip(round(y + dy - size / 2), 0, H - size))
+        x0, y0 = _corner((x + dx, y + dy), size, H, W)
         np.maximum(ink[y0:y0 + size, x0:x0 + size], glyph, out=ink[y0:y0 + size, x0:x0 + size])
     colour = INKS[list(INKS)[rng.integers(len(INKS))]]
     rgb = _compose(page, ink * rng.uniform(0.7, 1.0), colour, _light(H, W, rng, rng.uniform(0, 0.35)))

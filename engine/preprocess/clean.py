@@ -476,13 +476,12 @@ def remove_lines(ink: np.ndarray) -> np.ndarray:
     # A form's boxes first: a row of them is a family of short plumb lines between two long level ones, which
     # the line finder would join with the digits' strokes into lines across the writing.
     found = find_frames(mask)
+    rest = mask
     if found:
-        walls = np.zeros_like(mask)
+        rest = mask.copy()
         for a, b, thick in found:
-            cv2.line(walls, a, b, 1, thick)
-        found += find_lines(mask & (1 - walls))
-    else:
-        found = find_lines(mask)
+            cv2.line(rest, a, b, 0, thick)
+    found += find_lines(rest)
     if not found:
         return ink
     ids = np.zeros(ink.shape, np.int32)
