@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import CHECKPOINTS
 from engine.preprocess import EmptyInputError, extract_ink, frame, ink_box, open_image, preprocess
-from engine.preprocess.clean import keep_writing, remove_lines
+from engine.preprocess.clean import find_frames, keep_writing, remove_lines
 from engine.render import KINDS, render
 
 
@@ -194,6 +194,39 @@ def test_a_forms_boxes_are_removed_and_the_digit_in_one_kept():
     touching = _stroke(np.zeros((400, 900), np.float32), (160, 130), (160, 250), 6)  # a 1 crossing the top wall
     out = remove_lines(np.maximum(_form(1, 0), touching))
     assert (out[touching > 0] > 0).mean() > 0.95 and out[260, 110:150].max() == 0
+
+
+def test_a_forms_boxes_are_found_through_the_haze_of_a_shadow():
+    """Uneven light leaves a faint haze of ink (a shadow along the image's edge, the paper's grain): where it
+    reached a row of boxes it tied them to the image's edge, where a page's ruling runs, and the boxes were
+    not looked for; the line finder took their level walls and left the plumb ones, read as a row of "1"s."""
+    rng = np.random.default_rng(0)
+    seven = _stroke(np.zeros((400, 900), np.float32), (250, 160), (320, 160), 6)  # a 7 in the second box
+    _stroke(seven, (320, 160), (275, 245), 6)
+    haze = np.zeros((400, 900), np.float32)
+    # just over the noise (a few hundredths of firm ink), over the left wall
+    haze[100:300, :110] = rng.uniform(0.005, 0.045, (200, 110)) * (rng.random((200, 110)) < 0.6)
+    out = remove_lines(np.maximum(np.maximum(_form(4, 0), seven), haze))
+    assert (out[seven > 0] > 0).mean() > 0.95
+    walls = np.zeros((400, 900), bool)
+    for x in (220, 340, 460):  # the walls between the boxes
+        walls[150:250, x - 1:x + 2] = True
+    assert not out[walls & (seven == 0)].any()
+
+
+def test_a_squarish_ring_written_in_a_box_is_kept():
+    """A 0 (or a 6's loop) written squarish in a form's box, clear of its walls, is as much a box as the
+    printed one; no form prints a box in a box, so it is the writing and stays."""
+    ring = np.zeros((400, 900), np.float32)
+    cv2.rectangle(ring, (135, 165), (185, 235), 1.0, 4)
+    assert len(find_frames(_binary_of(_form(1, 0)))) == 4
+    assert len(find_frames(_binary_of(np.maximum(_form(1, 0), ring)))) == 4  # the printed box's walls alone
+    out = remove_lines(np.maximum(_form(1, 0), ring))
+    assert (out[ring > 0] > 0).mean() > 0.97 and out[140:260, 100:103].max() == 0
+
+
+def _binary_of(ink: np.ndarray) -> np.ndarray:
+    return (ink > 0).astype(np.uint8)
 
 
 def test_a_blank_form_and_a_boxy_zero_are_told_apart(tmp_path):

@@ -67,6 +67,7 @@ FRAME_WALL = 0.15        # ... its walls no thicker than this share of its size 
 FRAME_OPEN = 0.3         # ... the room inside them this share of it at least,
 FRAME_HOLLOW = 0.35      # ... and little ink in that room: under this share (a digit written in it);
 FRAME_ACROSS = 0.97      # a wall inside it (a comb's) is inked along this share of the box at least
+FRAME_HAZE = 0.05        # boxes are looked for in the ink over this (of firm ink), not in the haze just over it
 NEXT_TALL = 0.4          # reading a number: the next digit is at least this x the core's height, and
 NEXT_LEVEL = 0.5         # ... this share of its height is level with the writing, and
 NEXT_GAP = 2.5           # ... it is within this many core heights of the writing, left or right
@@ -167,8 +168,9 @@ def find_frames(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int]
     walls or apart), as (end, end, thickness) segments at full size; none in a mask under FRAME_IMAGE pixels
     on its shorter side. A box is a component of the mask, on a small copy, clear of the image's edges, that
     is thin (under FRAME_FILL of its smallest rotated rectangle inked) and, made upright, has straight walls
-    around it and maybe across it (_walls). A digit touching the box is part of the component; its strokes
-    are not straight and long enough to be walls, and where they cross one remove_lines keeps them."""
+    around it and maybe across it (_walls), and lies in no other box. A digit touching the box is part of the
+    component; its strokes are not straight and long enough to be walls, and where they cross one remove_lines
+    keeps them."""
     if min(mask.shape) < FRAME_IMAGE:
         return []
     small, f = _small(mask)
@@ -177,7 +179,7 @@ def find_frames(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int]
         return []
     n, labels, stats, _ = cv2.connectedComponentsWithStats(small[window], connectivity=8)
     oy, ox = window[0].start, window[1].start
-    frames = []
+    frames, boxes = [], []
     for i in range(1, n):
         x, y, bw, bh, area = stats[i]
         if min(bw, bh) < FRAME_MIN or area > FRAME_FILL * bw * bh:
@@ -195,12 +197,21 @@ def find_frames(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int]
         to = cv2.getAffineTransform(corners[:3].astype(np.float32), upright)
         walls = _walls(cv2.warpAffine(comp, to, (int(across) + 2 * pad + 1, int(down) + 2 * pad + 1),
                                       flags=cv2.INTER_NEAREST))
+        if not walls:
+            continue
         back = cv2.invertAffineTransform(to)
+        box = []
         for level, mid, (lo, hi), thick in walls:
             pts = np.float32([[lo - 1, mid], [hi + 1, mid]] if level else [[mid, lo - 1], [mid, hi + 1]])
             (ax, ay), (bx, by) = (cv2.transform(pts[None], back)[0] + (x, y)) / f
-            frames.append(((int(round(ax)), int(round(ay))), (int(round(bx)), int(round(by))),
-                           int(np.ceil(thick / f)) + 2 + int(1 / f)))
+            box.append(((int(round(ax)), int(round(ay))), (int(round(bx)), int(round(by))),
+                        int(np.ceil(thick / f)) + 2 + int(1 / f)))
+        boxes.append(((x, y, x + bw, y + bh), box))
+    # No form prints a box in a box: what lies within one is written in it (a 6's or a 0's ring, squarish).
+    for (x0, y0, x1, y1), box in boxes:
+        if not any(a[0] <= x0 and a[1] <= y0 and x1 <= a[2] and y1 <= a[3] and a != (x0, y0, x1, y1)
+                   for a, _ in boxes):
+            frames += box
     return frames
 
 
@@ -474,8 +485,10 @@ def remove_lines(ink: np.ndarray) -> np.ndarray:
     lines is no writing."""
     mask = _binary(ink)
     # A form's boxes first: a row of them is a family of short plumb lines between two long level ones, which
-    # the line finder would join with the digits' strokes into lines across the writing.
-    found = find_frames(mask)
+    # the line finder would join with the digits' strokes into lines across the writing. They are looked for
+    # without the faintest ink: the haze of uneven light just over the noise (a shadow along the image's
+    # edge, the paper's grain beside a wall) may tie a box to the image's edge or blur its walls.
+    found = find_frames((ink > FRAME_HAZE).astype(np.uint8))
     rest = mask
     if found:
         rest = mask.copy()
