@@ -219,14 +219,11 @@ def test_a_squarish_ring_written_in_a_box_is_kept():
     printed one; no form prints a box in a box, so it is the writing and stays."""
     ring = np.zeros((400, 900), np.float32)
     cv2.rectangle(ring, (135, 165), (185, 235), 1.0, 4)
-    assert len(find_frames(_binary_of(_form(1, 0)))) == 4
-    assert len(find_frames(_binary_of(np.maximum(_form(1, 0), ring)))) == 4  # the printed box's walls alone
-    out = remove_lines(np.maximum(_form(1, 0), ring))
+    box = _form(1, 0)
+    assert len(find_frames((box > 0).astype(np.uint8))) == 4
+    assert len(find_frames((np.maximum(box, ring) > 0).astype(np.uint8))) == 4  # the printed box's walls alone
+    out = remove_lines(np.maximum(box, ring))
     assert (out[ring > 0] > 0).mean() > 0.97 and out[140:260, 100:103].max() == 0
-
-
-def _binary_of(ink: np.ndarray) -> np.ndarray:
-    return (ink > 0).astype(np.uint8)
 
 
 def test_a_blank_form_and_a_boxy_zero_are_told_apart(tmp_path):
