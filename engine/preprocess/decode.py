@@ -56,7 +56,11 @@ def open_image(source, reduce: bool = False, factor: int | None = None) -> Image
         raise PreprocessError(f"the image is too large (over {MAX_PIXELS / 1e6:.0f} megapixels); scale it down") from e
     except (FileNotFoundError, IsADirectoryError) as e:
         raise PreprocessError(f"no image file at {source}") from e
-    check_size(img)
+    try:
+        check_size(img)
+    except PreprocessError:
+        img.close()
+        raise
     img.info["full_size"] = img.size
     w, h = img.size  # a phone photo (over 4 MP) decodes far smaller: its digit is still 40+ px tall there
     if factor is None:
@@ -71,6 +75,7 @@ def open_image(source, reduce: bool = False, factor: int | None = None) -> Image
     try:
         img.load()
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
+        img.close()  # else the file stays open as long as the error is kept (Gradio keeps it)
         raise PreprocessError(f"the image file is damaged or truncated ({e}); try saving it again") from e
     return img
 
