@@ -137,6 +137,18 @@ def process_figures(pid: int) -> dict[str, int]:
             "threads": int(re.search(r"Threads:\s+(\d+)", status).group(1))}
 
 
+def settled_figures(pid: int, samples: int = 6, gap_s: float = 0.05) -> dict[str, int]:
+    """The figures once the requests just answered have let go: sockets and worker threads close a moment
+    after the last reply reaches the client, so the lowest open-file and thread counts of a few looks
+    (0.3 s) are taken. A leak holds on to what it took, so it shows in the lowest count as in any."""
+    looks = []
+    for _ in range(samples):
+        looks.append(process_figures(pid))
+        time.sleep(gap_s)
+    return {"rss_mb": looks[-1]["rss_mb"], "fds": min(x["fds"] for x in looks),
+            "threads": min(x["threads"] for x in looks)}
+
+
 def cache_figures(cache: Path) -> dict[str, float]:
     files = [p for p in cache.rglob("*") if p.is_file()]
     return {"cache_files": len(files), "cache_dirs": sum(1 for p in cache.rglob("*") if p.is_dir()),
@@ -145,7 +157,7 @@ def cache_figures(cache: Path) -> dict[str, float]:
 
 def soak(server: AppServer, cache: Path, total: int, clients: int = 6) -> dict:
     """`total` mixed requests (every kind x every backend, cycling) from `clients` threads; the server's
-    figures after the first tenth and after the rest, each taken once the requests in flight are done."""
+    figures after each tenth, taken once its requests are answered (the seconds count the requests alone)."""
     kinds = list(itertools.product(mixed_requests(), BACKENDS))
     pool = queue.Queue()
     for _ in range(clients):
@@ -163,12 +175,13 @@ def soak(server: AppServer, cache: Path, total: int, clients: int = 6) -> dict:
         if (problem := check(req, outcome)) is not None:
             wrong.append(f"{problem} on {backend}")
 
-    start, tenths = time.monotonic(), []
+    seconds, tenths = 0.0, []
     with ThreadPoolExecutor(clients) as ex:
         for k in range(10):
+            start = time.monotonic()
             list(ex.map(one, range(total * k // 10, total * (k + 1) // 10)))
-            tenths.append(process_figures(server.proc.pid))
-    seconds = time.monotonic() - start
+            seconds += time.monotonic() - start
+            tenths.append(settled_figures(server.proc.pid))
     while not pool.empty():
         pool.get().close()
     return {"requests": total, "seconds": seconds, "requests_per_s": total / seconds, "wrong": wrong,
@@ -262,7 +275,8 @@ def test_old_uploads_and_previews_are_deleted_while_serving(server, cache, tmp_p
 
 def test_soak_memory_files_and_threads_stay_flat(server, cache):
     total = int(os.environ.get("DIGITS_SOAK_REQUESTS", 300))
-    figures = soak(server, cache, total=total)
+    clients = 6
+    figures = soak(server, cache, total=total, clients=clients)
     print("\nsoak: " + describe(figures))
     print("RSS MB after each tenth: " + " ".join(f"{t['rss_mb']:.0f}" for t in figures["tenths"]))
     assert figures["wrong"] == [], figures["wrong"][:10]
@@ -275,11 +289,16 @@ def test_soak_memory_files_and_threads_stay_flat(server, cache):
     budget_mb = 50 / 450 * (total - total * 5 // 10)
     assert end["rss_mb"] - half["rss_mb"] <= budget_mb, (
         f"RSS {half['rss_mb']:.0f} -> {end['rss_mb']:.0f} MB over the second half (budget {budget_mb:.1f} MB)")
-    # Worker threads and connections come and go with the requests in flight, so compare the highest count
-    # of each half of the soak: a leak grows with every request, the second half's peak with it.
-    for what in ("fds", "threads"):
+    # Connections and worker threads come and go with the requests in flight; each tenth's counts are the
+    # lowest of a few looks once its requests are answered (on CI a lone look once counted 3 more files
+    # open, gone by the next tenth).
+    # Compare the highest of each half: a leak grows with every request, the second half's peak with it.
+    # Open files settle at once (19 in every tenth of a 3000-request soak here). The worker-thread pool grows
+    # on demand and lets an idle thread go only after 10 s (24-30 threads over that soak), so threads get
+    # one per client: a request holds at most one worker at a time. A leak of one per request adds 150.
+    for what, slack in (("fds", 2), ("threads", clients)):
         first, second = ([t[what] for t in part] for part in (figures["tenths"][:5], figures["tenths"][5:]))
-        assert max(second) <= max(first) + 2, f"{what}: {first} then {second}"
+        assert max(second) <= max(first) + slack, f"{what}: {first} then {second}"
     assert server.proc.poll() is None
 
 
@@ -383,7 +402,8 @@ def main() -> None:
         print(f"after: load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(describe(figures))
     print("RSS MB after each tenth: " + " ".join(f"{t['rss_mb']:.0f}" for t in figures["tenths"]))
-    print("threads after each tenth: " + " ".join(str(t["threads"]) for t in figures["tenths"]))
+    for what in ("threads", "fds"):
+        print(f"{what} after each tenth: " + " ".join(str(t[what]) for t in figures["tenths"]))
     for problem in figures["wrong"][:20]:
         print("wrong:", problem)
 
