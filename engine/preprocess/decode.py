@@ -75,7 +75,7 @@ def open_image(source, reduce: bool = False, factor: int | None = None) -> Image
     try:
         img.load()
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
-        img.close()  # else the file stays open as long as the error is kept (Gradio keeps it)
+        img.close()  # else the file stays open as long as its error is kept (the served app kept one)
         raise PreprocessError(f"the image file is damaged or truncated ({e}); try saving it again") from e
     return img
 
