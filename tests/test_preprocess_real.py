@@ -274,6 +274,24 @@ def test_a_soft_shadow_is_not_a_table_and_a_sharp_dark_edge_is():
     assert out is not None and out[:, 620:].all() and not out[:, :500].any()
 
 
+def test_a_page_in_shadow_as_dark_as_the_table_is_kept_and_the_table_is_not(tmp_path):
+    """A strip of page between two bands of table, ever deeper in a shadow to the right, a 1 written on its
+    shaded end: Otsu's threshold puts that end with the table, one dark region, and it was all taken for
+    the table ("no digit found"). Its edge with the lit page is soft: the table is the region's darker part."""
+    from engine.preprocess.clean import outside_paper
+    h, w = 600, 800
+    noise = cv2.GaussianBlur(np.random.default_rng(0).standard_normal((h, w)).astype(np.float32), (0, 0), 6)
+    gray = 0.22 + 0.03 * noise                           # a dark, grainy table
+    gray[80:520] = 0.95 - 0.6 * np.arange(w, dtype=np.float32) / w   # the page: 0.95 on the left, 0.35 at the right
+    cv2.line(gray, (640, 230), (660, 330), float(gray[280, 650] - 0.25), 5)
+    out = outside_paper(gray)
+    assert out is not None and out[:60].all() and out[540:].all()
+    assert not out[200:400].any()                        # the page, lit or shaded
+    Image.fromarray((gray * 255).round().astype(np.uint8)).save(tmp_path / "shaded.png")
+    x0, y0, x1, y1 = ink_box(extract_ink(str(tmp_path / "shaded.png")).ink)
+    assert abs(x0 - 637) <= 3 and abs(y0 - 227) <= 3 and abs(x1 - 664) <= 3 and abs(y1 - 334) <= 3
+
+
 def test_ink_written_along_a_ruled_line_is_kept():
     ink = np.zeros((600, 800), np.float32)
     for y in range(40, 600, 48):

@@ -5,8 +5,9 @@
     ink = writing(page, gray is not None)      # sketch's alpha. line=True: the next digits of a number too
 
 1. outside_paper: in a photo the page may not fill the frame; the table (a wide dark area touching the
-   image's edge, found on a small Otsu-thresholded copy: what survives an opening wider than any stroke) and
-   a band along its edge are not ink, nor is what lies nearly all a little further in (the page's outline).
+   image's edge, found on a small Otsu-thresholded copy: what survives an opening wider than any stroke; its
+   darker part where page in a shadow joined it, its edge with that page soft) and a band along its edge are
+   not ink, nor is what lies nearly all a little further in (the page's outline).
 2. remove_lines: ruled and margin lines, long thin straight structures running across the page in any
    colour (the ink map holds coloured lines as ink: it is made from the darkest channel), found by a Hough
    transform, nearly level or plumb (a shorter piece too when several run parallel to it: a faint line
@@ -32,6 +33,8 @@ ANALYSIS = 256           # the page is found on a copy this many pixels on its l
 SOLID = 0.12             # a table is dark and wider than this fraction of the shorter side (no stroke is)
 SHARP = 0.3              # ... and its boundary is a step, not a soft shadow's edge (see outside_paper)
 TABLE_STEP = 0.2         # ... and darker than the page by at least this (of full scale)
+SOFT_SHARE = 0.2         # a dark region soft along more of its boundary than this holds some page in shadow
+GROUND = 0.6             # dark regions over this share of the image are the ground (light ink on dark), no table
 EDGE_BAND = 0.02         # and ink this close to it (fraction of the shorter side) is the paper's edge,
 TABLE_SHARE = 0.5        # ... and so is ink whose component lies at least this much in that region;
 PAGE_EDGE = 0.03         # what is left nearly all (PAGE_EDGE_SHARE) within this fraction of the shorter side
@@ -85,39 +88,60 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
     # A median keeps the page's edge where it is and wipes out thin lines and strokes, which would look sharp.
     u8 = cv2.medianBlur((small * 255).astype(np.uint8), 5)
     small = u8.astype(np.float32) / 255
-    t, dark = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    _, dark = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
     side = min(small.shape)
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(SOLID * side)),) * 2)
-    solid = cv2.morphologyEx(dark, cv2.MORPH_OPEN, k)  # dark areas wider than any stroke
-    n, labels = cv2.connectedComponents(solid, connectivity=4)
-    edges = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    touching = [int(i) for i in np.unique(edges) if i]  # the components that reach the copy's edge
-    # The page's edge is sharp; a shadow's is soft. Keep a region whose boundary climbs at least SHARP of its
-    # brightness step per pixel of this copy (a page edge: nearly all of it within a pixel or two; a hand's
-    # shadow: spread over many).
-    grad = None
-    out = np.zeros_like(solid)
-    for i in touching:
-        region = (labels == i).astype(np.uint8)
-        edge = (region - cv2.erode(region, np.ones((3, 3), np.uint8))).astype(bool)  # its boundary's pixels
-        edge[[0, -1], :] = edge[:, [0, -1]] = False  # the image's own edge is no boundary
-        if not edge.any():
-            continue
-        step = float(np.median(small[(cv2.dilate(region, k) - region).astype(bool)])) - float(np.median(small[region.astype(bool)]))
-        if step < TABLE_STEP:
-            continue
-        if grad is None:  # the steepest climb within two pixels of each point (only where a region needs it)
-            gy, gx = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3) / 8, cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3) / 8
-            grad = cv2.dilate(np.hypot(gx, gy), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
-        if float(np.median(grad[edge])) >= SHARP * step:
+    grad = []  # the steepest climb within two pixels of each point (made once, only where a region needs it)
+    out = np.zeros_like(dark)
+    for region in _solid_at_edge(dark, k):
+        step, soft = _boundary(region, small, k, grad)
+        if soft > SOFT_SHARE and region.mean() <= GROUND:
+            # Part of this boundary is soft: the page in a shadow was as dark as the table, and the two are
+            # one region. The table is the darker part of it, its edge with the shaded page a step.
+            _, darker = cv2.threshold(u8[region.astype(bool)], 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+            part = np.zeros_like(region)
+            part[region.astype(bool)] = darker.ravel()
+            for table in _solid_at_edge(part, k):
+                out |= table * _is_table(*_boundary(table, small, k, grad))
+        elif _is_table(step, soft):
             out |= region
     if not out.any():
         return None
-    if out.mean() > 0.6:  # the dark ground itself (light ink on dark, a dark page): not a table
+    if out.mean() > GROUND:  # the dark ground itself (light ink on dark, a dark page): not a table
         return None
     band = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(2 * EDGE_BAND * side),) * 2)
     out = cv2.dilate(out, band)
     return cv2.resize(out, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def _solid_at_edge(dark: np.ndarray, k: np.ndarray) -> list[np.ndarray]:
+    """The dark areas wider than any stroke (an opening by k) that reach the copy's edge, each as a uint8 mask."""
+    solid = cv2.morphologyEx(dark, cv2.MORPH_OPEN, k)
+    _, labels = cv2.connectedComponents(solid, connectivity=4)
+    edges = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    return [(labels == i).astype(np.uint8) for i in np.unique(edges) if i]
+
+
+def _boundary(region: np.ndarray, small: np.ndarray, k: np.ndarray, grad: list) -> tuple[float, float]:
+    """-> (how much darker the region is than just around it, the share of its boundary that climbs less
+    than SHARP of that step per pixel). The page's edge is sharp; a shadow's is soft: a page edge climbs
+    nearly all of its step within a pixel or two of this copy, a hand's shadow over many. grad: [] or the
+    gradient map made for an earlier region."""
+    edge = (region - cv2.erode(region, np.ones((3, 3), np.uint8))).astype(bool)  # its boundary's pixels
+    edge[[0, -1], :] = edge[:, [0, -1]] = False  # the image's own edge is no boundary
+    if not edge.any():  # the whole image
+        return 0.0, 0.0
+    around = (cv2.dilate(region, k) - region).astype(bool)
+    step = float(np.median(small[around])) - float(np.median(small[region.astype(bool)]))
+    if not grad:
+        gy, gx = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3) / 8, cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3) / 8
+        grad.append(cv2.dilate(np.hypot(gx, gy), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))))
+    return step, float((grad[0][edge] < SHARP * step).mean())
+
+
+def _is_table(step: float, soft: float) -> bool:
+    """A table: darker than the page by TABLE_STEP, its boundary sharp along most of it."""
+    return step >= TABLE_STEP and soft <= 0.5
 
 
 def _odd(n: float) -> int:
