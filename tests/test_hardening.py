@@ -285,7 +285,7 @@ def test_bad_input_gets_right_answer_or_clear_message(name, bad_inputs, server, 
         with pytest.raises(AppError) as e:
             predict_file(client, path)
         assert re.search(expected, str(e.value)), (key, str(e.value))
-    # A refused file is let go of: the error Gradio keeps must not hold the upload open (a soak once saw a
+    # A refused file is let go of: an error the server keeps must not hold the upload open (a soak once saw a
     # truncated PNG held after the cache had deleted it)
     assert files_held_open(server.proc.pid, work / "gradio_tmp") == [], key
     assert_still_serving(server, client, digit_files)
