@@ -107,6 +107,17 @@ def call(http: httpx.Client, req: Request, backend: str) -> tuple[str, str]:
     return read_stream(http.get(f"gradio_api/call/{req.endpoint}/{r.json()['event_id']}").text)
 
 
+def call_resending(http: httpx.Client, req: Request, backend: str, resent: list[str]) -> tuple[str, str]:
+    """call(), sent once more when the server closed a kept-alive connection without answering on it (CI saw
+    it once in 300 requests: "Server disconnected without sending a response"); each resend is noted in
+    `resent`, which the soak reports and bounds. A server that died fails the second try as well."""
+    try:
+        return call(http, req, backend)
+    except httpx.RemoteProtocolError as e:
+        resent.append(f"{req.name} on {backend}: {e}")
+        return call(http, req, backend)
+
+
 def read_stream(events: str) -> tuple[str, str]:
     """The last event of a /gradio_api/call/... stream -> ("complete", top label) or ("error", message)."""
     kind, data = re.findall(r"event: (\w+)\ndata: (.*)", events)[-1]
@@ -162,13 +173,13 @@ def soak(server: AppServer, cache: Path, total: int, clients: int = 6) -> dict:
     pool = queue.Queue()
     for _ in range(clients):
         pool.put(httpx.Client(base_url=server.url, timeout=60))
-    wrong, counts = [], {"complete": 0, "error": 0}
+    wrong, resent, counts = [], [], {"complete": 0, "error": 0}
 
     def one(i: int) -> None:
         req, backend = kinds[i % len(kinds)]
         http = pool.get()
         try:
-            outcome = call(http, req, backend)
+            outcome = call_resending(http, req, backend, resent)
         finally:
             pool.put(http)
         counts[outcome[0]] = counts.get(outcome[0], 0) + 1
@@ -184,7 +195,7 @@ def soak(server: AppServer, cache: Path, total: int, clients: int = 6) -> dict:
             tenths.append(settled_figures(server.proc.pid))
     while not pool.empty():
         pool.get().close()
-    return {"requests": total, "seconds": seconds, "requests_per_s": total / seconds, "wrong": wrong,
+    return {"requests": total, "seconds": seconds, "requests_per_s": total / seconds, "wrong": wrong, "resent": resent,
             "answered": counts["complete"], "refused_as_bad": counts["error"], "kinds": len(kinds),
             "before": tenths[0], "after": tenths[-1], "tenths": tenths, **cache_figures(cache)}
 
@@ -192,7 +203,8 @@ def soak(server: AppServer, cache: Path, total: int, clients: int = 6) -> dict:
 def describe(f: dict) -> str:
     b, a = f["before"], f["after"]
     return (f"{f['requests']} requests in {f['seconds']:.0f} s ({f['requests_per_s']:.1f}/s; "
-            f"{f['answered']} answered, {f['refused_as_bad']} bad files refused, {len(f['wrong'])} wrong); "
+            f"{f['answered']} answered, {f['refused_as_bad']} bad files refused, {len(f['wrong'])} wrong, "
+            f"{len(f['resent'])} resent after a dropped connection); "
             f"RSS {b['rss_mb']:.0f} -> {a['rss_mb']:.0f} MB, open files {b['fds']} -> {a['fds']}, threads "
             f"{b['threads']} -> {a['threads']}; cache {f['cache_files']} files ({f['cache_mb']:.1f} MB) "
             f"in {f['cache_dirs']} folders")
@@ -280,6 +292,7 @@ def test_soak_memory_files_and_threads_stay_flat(server, cache):
     print("\nsoak: " + describe(figures))
     print("RSS MB after each tenth: " + " ".join(f"{t['rss_mb']:.0f}" for t in figures["tenths"]))
     assert figures["wrong"] == [], figures["wrong"][:10]
+    assert len(figures["resent"]) <= max(1, total // 100), figures["resent"][:10]
     # The first requests of each kind and the worker threads' first allocations raise RSS by some 25 MB over
     # the first ~60 requests (the sessions are capped at 20, full after the first 20), then it creeps (+1 to
     # +8 MB over the second half here). The 500-request version allowed 50 MB from the first tenth on, 111 KB
