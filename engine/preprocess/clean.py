@@ -98,10 +98,9 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
         if soft > SOFT_SHARE and region.mean() <= GROUND:
             # Part of this boundary is soft: the page in a shadow was as dark as the table, and the two are
             # one region. The table is the darker part of it, its edge with the shaded page a step.
-            _, darker = cv2.threshold(u8[region.astype(bool)], 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
-            part = np.zeros_like(region)
-            part[region.astype(bool)] = darker.ravel()
-            for table in _solid_at_edge(part, k):
+            inside = region.astype(bool)
+            t, _ = cv2.threshold(u8[inside], 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+            for table in _solid_at_edge((inside & (u8 <= t)).astype(np.uint8), k):
                 out |= table * _is_table(*_boundary(table, small, k, grad))
         elif _is_table(step, soft):
             out |= region
