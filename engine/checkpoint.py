@@ -93,6 +93,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
+def lineage(ckpt: dict) -> list[dict]:
+    """Every epoch that made a checkpoint's weights: those of the checkpoint it was fine-tuned from (engine.train
+    --init), then its own, numbered on from them."""
+    before = (ckpt.get("init") or {}).get("history", [])
+    offset = before[-1]["epoch"] if before else 0
+    return before + [{**h, "epoch": h["epoch"] + offset} for h in ckpt["history"]]
+
+
 def build_model(ckpt: dict) -> tuple[torch.nn.Module, InputSpec]:
     model = create_model(ckpt["model_name"], **ckpt["model_args"])
     model.load_state_dict(ckpt["model"])

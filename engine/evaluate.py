@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from engine.checkpoint import load_checkpoint, build_model
+from engine.checkpoint import build_model, lineage, load_checkpoint
 from engine.data import default_data_dir, load_dataset
 from engine.metrics import format_report, plot_confusion_matrix, plot_history
 from engine.train import evaluate_split
@@ -60,7 +60,10 @@ def main(argv=None) -> dict:
         names = ckpt["input_spec"]["class_names"]
         plot_confusion_matrix(result["confusion_matrix"], names, str(out / f"{stem}_confusion.png"),
                               f"{stem}: {result['accuracy']:.2f}% on {result['num_images']} test images")
-        plot_history(ckpt["history"], str(out / f"{stem}_curve.png"), f"{stem} training")
+        init = ckpt.get("init")
+        plot_history(lineage(ckpt), str(out / f"{stem}_curve.png"), f"{stem} training" + (
+            f" (fine-tuned from epoch {init['history'][-1]['epoch'] + 1}, augment {ckpt['config']['augment']})"
+            if init else ""))
         print(f"wrote {out / (stem + '_confusion.png')} and {out / (stem + '_curve.png')}")
     return result
 

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from engine.data import thin
+
 KINDS = ("sketch", "jpeg", "inverted", "strays", "fat", "pencil", "ruled", "photo", "squared", "form")
 
 
@@ -44,24 +46,8 @@ def skeleton(digit_u8: np.ndarray, scale: int = 4) -> np.ndarray:
     Thinning at 28x28 eats the ends of bold strokes and the small holes of bold loops (a thick 3 loses its
     bars, a 6 its loop); at 4x the centre line keeps the shape a person would trace.
     """
-    img = np.pad((_upscale(digit_u8, 28 * scale) > 0.5).astype(np.uint8), 1)
-    changed = True
-    while changed:
-        changed = False
-        for step in range(2):
-            p = [np.roll(np.roll(img, -dy, 0), -dx, 1) for dy, dx in
-                 ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))]  # P2..P9
-            n = sum(p)
-            transitions = sum(((p[i] == 0) & (p[(i + 1) % 8] == 1)) for i in range(8))
-            if step == 0:
-                cond = (p[0] * p[2] * p[4] == 0) & (p[2] * p[4] * p[6] == 0)
-            else:
-                cond = (p[0] * p[2] * p[6] == 0) & (p[0] * p[4] * p[6] == 0)
-            remove = (img == 1) & (n >= 2) & (n <= 6) & (transitions == 1) & cond
-            if remove.any():
-                img[remove] = 0
-                changed = True
-    return img[1:-1, 1:-1]
+    big = torch.from_numpy(_upscale(digit_u8, 28 * scale) > 0.5)[None, None]
+    return thin(big)[0, 0].numpy().astype(np.uint8)
 
 
 def _brush_strokes(digit_u8: np.ndarray, size: int, brush_px: float) -> np.ndarray:

@@ -4,6 +4,7 @@
     python -m engine.train --dataset fashion --epochs 40 --out checkpoints/fashion_cnn.pt
     python -m engine.train --dry-run                      # one batch, for CI
     python -m engine.train --resume runs/mnist.pt         # continue an interrupted run
+    python -m engine.train --init checkpoints/mnist_cnn.pt --augment pen --epochs 3 --lr 0.02  # fine-tune
     torchrun --nproc_per_node=2 -m engine.train ...       # DistributedDataParallel (gloo on CPU, NCCL on CUDA)
 
 The checkpoint at --out is rewritten atomically after every epoch, so a killed run loses at most the
@@ -25,8 +26,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.data import AUGMENT_PRESETS, TensorLoader, augment, default_data_dir, load_dataset, to_input
+from engine.checkpoint import lineage, load_checkpoint, save_checkpoint
+from engine.data import (AUGMENT_PRESETS, TensorLoader, augment, centre_lines, default_data_dir, load_dataset,
+                         to_input)
 from engine.metrics import confusion_matrix, summarize
 from engine.models import InputSpec, count_flops, create_model, list_models, resolve_model_args
 
@@ -52,6 +54,9 @@ def get_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-download", action="store_true", help="never download; fail if the data is missing")
     p.add_argument("--out", default="runs/model.pt", help="checkpoint path (default: runs/model.pt)")
     p.add_argument("--resume", default=None, help="checkpoint to continue from (its config is reused)")
+    p.add_argument("--init", default=None,
+                   help="start from this trained checkpoint's weights on a new schedule (fine-tuning); its "
+                        "model and arguments are kept, --model and --width are not used (default: none)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--dry-run", action="store_true", help="run one training batch and one eval batch, then stop")
     p.add_argument("--stop-after-epoch", type=int, default=0,
@@ -121,8 +126,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, spec: InputSpec, aug_cf
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, t0 = 0, time.perf_counter()
-    for step, (xb, yb) in enumerate(loader):
-        x = augment(xb.float() / 255.0, aug_cfg, gen)
+    for step, (xb, yb, *lines) in enumerate(loader):  # lines: the batch's centre lines, for the pen preset
+        x = augment(xb.float() / 255.0, aug_cfg, gen, *lines)
         x = ((x - spec.mean) / spec.std).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp_dtype is not None):
             logits = model(x)
@@ -277,16 +282,36 @@ def main(argv=None) -> dict:
     train_x, train_y = train.images.to(device), train.labels.to(device)
     test_x, test_y = test.images.to(device), test.labels.to(device)
     local_bs = max(1, args.batch_size // world_size)
+    lines = None
+    if aug_cfg.pen:
+        t0 = time.perf_counter()
+        lines = centre_lines(train_x)
+        if master:
+            print(f"centre lines of {len(train_x)} training digits for the pen: {time.perf_counter() - t0:.0f}s")
     loader = TensorLoader(train_x, train_y, local_bs, shuffle=True, seed=args.seed, rank=rank,
-                          world_size=world_size, drop_last=world_size > 1)
+                          world_size=world_size, drop_last=world_size > 1, lines=lines)
     if len(loader) == 0:
         sys.exit(f"{len(train)} training images are too few for a batch of {local_bs} on each of "
                  f"{world_size} ranks; lower --batch-size (it is the global batch) or use fewer processes")
 
     # ---- model and optimiser
-    model_args = resolve_model_args(args.model, num_classes=len(spec.class_names),
-                                    **({} if args.width is None else {"width": args.width}))
-    model = create_model(args.model, **model_args).to(device)
+    init_ckpt = load_checkpoint(args.init) if args.init and resume_ckpt is None else None
+    if init_ckpt is not None:  # fine-tuning: the model its checkpoint records, recorded again in this config
+        if init_ckpt["input_spec"]["class_names"] != spec.class_names:
+            sys.exit(f"--init {args.init} was trained for the classes {init_ckpt['input_spec']['class_names']}, "
+                     f"and {args.dataset} has {spec.class_names}; start from a checkpoint of the same dataset")
+        args.model, model_args = init_ckpt["model_name"], init_ckpt["model_args"]
+        args.width = model_args.get("width", args.width)
+    else:
+        model_args = resolve_model_args(args.model, num_classes=len(spec.class_names),
+                                        **({} if args.width is None else {"width": args.width}))
+    model = create_model(args.model, **model_args)
+    init = resume_ckpt.get("init") if resume_ckpt is not None else None  # what a fine-tuning run started from
+    if init_ckpt is not None:
+        model.load_state_dict(init_ckpt["model"])
+        init = {"path": args.init, "state_sha256": state_sha256(init_ckpt["model"]),
+                "test_accuracy": init_ckpt["metrics"]["test_accuracy"], "history": lineage(init_ckpt)}
+    model = model.to(device)
     memory_format = torch.channels_last if any(p.dim() == 4 for p in model.parameters()) else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     flops = count_flops(model)
@@ -327,6 +352,9 @@ def main(argv=None) -> dict:
               f"{len(train)} train / {len(test)} test images; augment {aug_name}")
         if start_epoch:
             print(f"resuming from {args.resume} after epoch {start_epoch}")
+        elif init_ckpt is not None:
+            print(f"starting from the weights of {args.init} (test accuracy "
+                  f"{init_ckpt['metrics']['test_accuracy']:.2f}%)")
         if start_epoch >= args.epochs:
             print(f"nothing to do: the run already finished its {args.epochs} epochs")
 
@@ -379,6 +407,7 @@ def main(argv=None) -> dict:
                 "scheduler": scheduler.state_dict(),
                 "rng": {"torch": rng_states[0], "per_rank": rng_states},
                 "world_size": world_size,
+                "init": init,
             })
         if args.dry_run or epoch + 1 == args.stop_after_epoch:
             break

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from engine.data import AUGMENT_PRESETS, TensorLoader, augment, load_dataset
+from engine.checkpoint import CheckpointError, lineage, load_checkpoint, save_checkpoint
+from engine.data import AUGMENT_PRESETS, TensorLoader, augment, centre_lines, load_dataset, pen_redraw, thin
 from engine.metrics import confusion_matrix, summarize
 from engine.models import create_model, list_models
 
@@ -79,14 +79,57 @@ def test_loader_shards_do_not_overlap():
     assert not set(seen[0].tolist()) & set(seen[1].tolist())
 
 
-@pytest.mark.parametrize("preset", ["digits", "fashion"])
+def test_loader_gives_each_image_its_centre_lines():
+    x = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1)
+    lines = torch.arange(40).view(40, 1, 1, 1) * 10
+    batches = list(TensorLoader(x, torch.arange(40), 8, shuffle=True, seed=1, lines=lines))
+    assert all(torch.equal(ln, xb.long() * 10) for xb, _, ln in batches)
+    assert len(next(iter(TensorLoader(x, torch.arange(40), 8, shuffle=True)))) == 2  # no lines: (images, labels)
+
+
+@pytest.mark.parametrize("preset", ["digits", "fashion", "pen"])
 def test_augment_keeps_shape_and_range(mnist_test, preset):
     x = mnist_test.images[:64].float() / 255
-    out = augment(x, AUGMENT_PRESETS[preset], torch.Generator().manual_seed(0))
+    lines = centre_lines(mnist_test.images[:64]) if AUGMENT_PRESETS[preset].pen else None
+    out = augment(x, AUGMENT_PRESETS[preset], torch.Generator().manual_seed(0), lines)
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
     assert not torch.equal(out, x)
     # The digit survives: most of the ink is still there.
     assert 0.6 < out.sum() / x.sum() < 1.6
+
+
+def test_thinning_leaves_one_pixel_centre_lines():
+    bar = torch.zeros(1, 1, 30, 40, dtype=torch.bool)
+    bar[..., 10:17, 5:35] = True  # 7 px thick
+    ring = torch.zeros(1, 1, 30, 40, dtype=torch.bool)
+    yy, xx = torch.meshgrid(torch.arange(30), torch.arange(40), indexing="ij")
+    ring[0, 0] = ((yy - 15) ** 2 + (xx - 20) ** 2 - 100).abs() < 40  # a thick circle of radius 10
+    line, loop = thin(torch.cat([bar, ring]))
+    assert (line[0].sum(0) <= 1).all() and line[0].sum() >= 20  # one pixel across, most of the bar long
+    assert 12 <= line[0].nonzero()[:, 0].float().mean() <= 14  # down its middle
+    assert loop.sum() >= 40 and not loop[0, 15, 20]  # the ring stays a ring
+    for thinned in (line, loop):  # nowhere two pixels thick: no 2x2 block is all ink
+        t = thinned[0].int()
+        assert (t[:-1, :-1] + t[1:, :-1] + t[:-1, 1:] + t[1:, 1:]).max() < 4
+
+
+def test_pen_redraws_a_digit_along_its_centre_line(mnist_test):
+    """Each pen traces the digit where it is; a wider pen lays more ink, and every width stays a stroke."""
+    x = mnist_test.images[:32]
+    lines = centre_lines(x)
+    assert lines.shape == (32, 1, 56, 56) and lines.dtype == torch.bool
+    near = torch.nn.functional.max_pool2d(x.float(), 3, 1, 1) / 255 > 0.3  # the digit's ink, a pixel wider
+    areas = []
+    for r in (1, 2, 3):
+        drawn = pen_redraw(lines, torch.full((32,), r))
+        assert drawn.shape == (32, 1, 28, 28) and 0 <= drawn.min() and drawn.max() <= 1
+        mine = drawn > 0.3
+        on_digit = (mine & near).sum((1, 2, 3)) / mine.sum((1, 2, 3))
+        assert on_digit.min() > 0.9, on_digit  # along the digit's own strokes, not beside them
+        areas.append(mine.sum().item())
+    assert areas[0] < areas[1] < areas[2]
+    with pytest.raises(ValueError, match="centre lines"):
+        augment(x.float() / 255, AUGMENT_PRESETS["pen"], torch.Generator().manual_seed(0))
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
@@ -144,6 +187,29 @@ def test_dry_run(data_dir, tmp_path):
     r = _train(["--dry-run", "--model", "mlp", "--data-dir", data_dir, "--no-progress", "--out", str(tmp_path / "d.pt")])
     assert r.returncode == 0, r.stderr
     assert "epoch 1:" in r.stdout and (tmp_path / "d.pt").exists()
+
+
+def test_init_fine_tunes_from_a_checkpoint(tiny_checkpoint, data_dir, tmp_path):
+    """--init starts from a trained checkpoint's weights and model (its width, not the default's), records
+    what it started from, and refuses one trained for other classes."""
+    from engine.train import state_sha256
+    out = tmp_path / "ft.pt"
+    r = _train(["--init", str(tiny_checkpoint), "--augment", "pen", "--epochs", "1", "--lr", "0.01",
+                "--max-train-images", "512", "--max-test-images", "500", "--data-dir", data_dir,
+                "--no-progress", "--out", str(out)])
+    assert r.returncode == 0, r.stderr
+    assert "starting from the weights of" in r.stdout and "centre lines of 512" in r.stdout
+    start, ft = load_checkpoint(tiny_checkpoint), load_checkpoint(out)
+    assert ft["model_args"] == start["model_args"] and ft["config"]["width"] == 8
+    assert ft["init"]["state_sha256"] == state_sha256(start["model"])
+    assert ft["init"]["test_accuracy"] == start["metrics"]["test_accuracy"]
+    assert [h["epoch"] for h in lineage(ft)] == [1, 2, 3, 4]  # the tiny run's 3 epochs, then this one
+    # Fine-tuned, not trained afresh: one short low-rate epoch keeps what the tiny model knew.
+    assert ft["metrics"]["test_accuracy"] > 0.8 * start["metrics"]["test_accuracy"]
+    r = _train(["--init", str(tiny_checkpoint), "--dataset", "fashion", "--dry-run", "--data-dir", data_dir,
+                "--no-progress", "--out", str(tmp_path / "f.pt")])
+    assert r.returncode != 0 and "start from a checkpoint of the same dataset" in r.stderr
+    assert not (tmp_path / "f.pt").exists()
 
 
 RESUME_ARGS = ["--model", "cnn", "--width", "8", "--epochs", "3", "--max-train-images", "4096",
