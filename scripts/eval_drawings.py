@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import os
 import sys
@@ -29,7 +30,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python scripts/eval_drawings.py` from anywhere
-from engine.data import default_data_dir, load_dataset  # noqa: E402
+from engine.data import default_data_dir, load_dataset, thin  # noqa: E402
 from engine.render import KINDS, render  # noqa: E402
 
 
@@ -184,14 +185,16 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=Path,
                    help="keep the rendered requests in this folder and reuse them on a later run with the same kind, "
                         "--n and --seed (render once, read many times: another backend, another version of the app; "
-                        "rendered again when engine/render.py changed). Default: a temporary folder")
+                        "rendered again when engine/render.py or its thinning changed). Default: a temporary folder")
 
 
 def kept_requests(make, split, kinds, n: int, seed: int, folder: Path) -> list:
     """make(split, kinds, n, seed, folder)'s requests, kept per kind in a subfolder of `folder` with a list of
-    them: read back when that kind, n and seed were rendered there before by the same engine/render.py, else
-    rendered (a kind's requests follow from the seed and the kind alone, so kinds are kept apart)."""
-    renderer = hashlib.sha256((ROOT / "engine" / "render.py").read_bytes()).hexdigest()
+    them: read back when that kind, n and seed were rendered there before by the same engine/render.py and its
+    thinning (engine.data.thin), else rendered (a kind's requests follow from the seed and the kind alone, so
+    kinds are kept apart)."""
+    source = (ROOT / "engine" / "render.py").read_bytes() + inspect.getsource(thin).encode()
+    renderer = hashlib.sha256(source).hexdigest()
     requests = []
     for kind in kinds:
         sub = folder / f"{make.__name__}_{kind}_n{n}_seed{seed}"
