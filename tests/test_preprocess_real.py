@@ -73,12 +73,26 @@ def test_a_blank_page_and_a_photo_of_no_digit_say_so(tmp_path):
     ("photo", 9),   # the page's light edge taken for light ink on a dark ground
     ("ruled", 0),   # a speck of the paper, 2 px
     ("ruled", 4),   # what is left of a ruled line, across the page
-], ids=["page edge", "page outline", "light edge", "speck", "line residue"])
+    ("pencil", 3),  # the paper's grain in a corner, under uneven light
+    ("squared", 6), # a grid line's end at the image's edge
+], ids=["page edge", "page outline", "light edge", "speck", "line residue", "grain at the edge", "grid line's end"])
 def test_photos_of_blank_pages_say_no_digit_found(kind, seed):
     """engine.render's page with no digit on it (its digit all zeros)."""
     image = render(np.zeros((28, 28), np.uint8), kind, np.random.default_rng([7, seed]))
     with pytest.raises(EmptyInputError, match="no digit found"):
         extract_ink(image, line=True)
+
+
+def test_small_writing_at_the_images_edge_is_no_digit():
+    """The page's grain in a corner, or a line's end the clean-up left, touches the image's edge and is small
+    against the image: no digit. A digit inside the page is read as before."""
+    page = np.full((600, 800), 230, np.uint8)
+    cv2.line(page, (0, 280), (14, 320), 40, 5)              # a short mark at the page's edge, nothing else
+    with pytest.raises(EmptyInputError, match="no digit found"):
+        extract_ink(Image.fromarray(page))
+    cv2.line(page, (400, 230), (410, 370), 40, 5)           # a 1 inside the page
+    x0, _, x1, _ = ink_box(extract_ink(Image.fromarray(page)).ink)
+    assert x0 > 350 and x1 < 450
 
 
 def test_extract_ink_maps_back_to_the_original_image(tmp_path):

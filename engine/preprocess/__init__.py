@@ -41,7 +41,8 @@ SMALL_WRITING = 28   # writing smaller than this (ink-map pixels, its longest si
 READ_AT = 64         # ... is read again where it is, finely enough to be about this tall,
 WINDOW = 5           # ... in a window this many times its size, and at least this many pixels wide there
 WINDOW_MIN = 384     # (a ruled line must be long against its width to be told from a stroke)
-MIN_HEIGHT = 8       # writing in a photo or scan less than this many (original) pixels tall is no digit
+MIN_HEIGHT = 8       # writing in a photo or scan less than this many (original) pixels tall is no digit,
+AT_FRAME = 0.35      # ... nor writing that touches the image's edge and spans less than this share of its shorter side
 
 
 @dataclass
@@ -81,9 +82,20 @@ def extract_ink(image, line: bool = False) -> Ink:
     # what is left of a ruled line (a sketch's ink is its strokes, as tall as the brush at least).
     boxes = [b for b in (ink_box(ink), None if writing_line is None else ink_box(writing_line)) if b is not None]
     tallest = max((y1 - y0 for _, y0, _, y1 in boxes), default=0)
-    if tallest == 0 or (planes is not None and tallest * scale < MIN_HEIGHT):
+    if tallest == 0 or (planes is not None and (tallest * scale < MIN_HEIGHT or _cut_by_frame(boxes, ink.shape))):
         raise no_ink(kind)
     return Ink(ink, float(scale), kind, writing_line)
+
+
+def _cut_by_frame(boxes: list[tuple[int, int, int, int]], shape: tuple[int, int]) -> bool:
+    """Is the writing (boxes: its ink boxes) small and at the image's edge? In a photo or scan that is the
+    page's grain in a corner, the paper's edge or a grid line's end the clean-up left, not a digit: people
+    write a digit inside the picture, and a digit cropped tightly fills a good part of it."""
+    h, w = shape
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    at_edge = x0 == 0 or y0 == 0 or x1 == w or y1 == h
+    return at_edge and max(x1 - x0, y1 - y0) < AT_FRAME * min(h, w)
 
 
 def _writing(ink: np.ndarray, planes: Decoded | None, line: bool) -> tuple[np.ndarray, np.ndarray | None]:
