@@ -15,7 +15,10 @@ line, lines of any spacing and colour, slightly tilted), "photo" (a phone photo,
 page does not fill the frame, a table shows along one or two edges, a shadow falls over the page, the digit is
 small), "squared" (ballpoint on squared paper: level and plumb lines, some pages graph paper with heavier
 lines every fifth, some a grid of dots; the digit one and a half to three and a half squares tall), "form" (a
-digit written in one of a form's printed boxes, a row of one to five, dark or light, some sharing walls).
+digit written in one of a form's printed boxes, a row of one to five, dark or light, some sharing walls),
+"cropped" (a scan or screenshot cut to the digit's ink: no paper around it, the ink touching the image's edge
+on every side; its own size to eight times it, ballpoint of any colour or MNIST's own ink, a quarter light on
+dark, PNG or JPEG).
 
 Whole numbers: render_number(digits_u8, kind, rng) writes several real digits side by side, "apart" or
 "touching" (sketchpad values), "photo" (dark ink on photographed paper) or "form" (a digit in each of a form's
@@ -32,7 +35,7 @@ from PIL import Image
 
 from engine.data import thin
 
-KINDS = ("sketch", "jpeg", "inverted", "strays", "fat", "pencil", "ruled", "photo", "squared", "form")
+KINDS = ("sketch", "jpeg", "inverted", "strays", "fat", "pencil", "ruled", "photo", "squared", "form", "cropped")
 
 
 def _upscale(digit_u8: np.ndarray, size: int) -> np.ndarray:
@@ -372,6 +375,24 @@ def _photo(digit_u8, rng) -> Image.Image:
     return _finish(rgb, rng, (0.3, 2.0), (0.005, 0.03), (65, 96))
 
 
+def _cropped(digit_u8, rng) -> Image.Image:
+    size = int(rng.integers(28, 225))
+    pen = rng.uniform(0.035, 0.09) * size if rng.random() < 0.5 else None
+    ink = _pen_glyph(digit_u8, size, rng, pen)
+    ys, xs = np.nonzero(ink > rng.uniform(0.05, 0.3))  # where the person cut: the ink's visible edge
+    ink = ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    if rng.random() < 0.25:  # light on dark: a screenshot of a dark canvas
+        paper, colour = np.full(3, rng.uniform(0, 0.25), np.float32), np.full(3, rng.uniform(0.75, 1), np.float32)
+    else:
+        paper = np.full(3, rng.uniform(0.8, 1), np.float32) - rng.uniform(0, 0.05, 3).astype(np.float32)
+        colour = INKS[list(INKS)[rng.integers(len(INKS))]]
+    rgb = _compose(paper * np.ones((*ink.shape, 3), np.float32), ink, colour, np.ones(ink.shape, np.float32))
+    rgb = rgb + rng.normal(0, rng.uniform(0, 0.02), ink.shape)[..., None]
+    if rng.random() < 0.5:
+        return _jpeg(rgb, int(rng.integers(60, 96)))
+    return Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8))
+
+
 def render(digit_u8: np.ndarray, kind: str, rng: np.random.Generator):
     if kind == "sketch":
         return _sketch(digit_u8, rng, (400, 801), (0.35, 0.95), lambda size: float(rng.uniform(4, 14)), strays=False)
@@ -390,6 +411,8 @@ def render(digit_u8: np.ndarray, kind: str, rng: np.random.Generator):
         return _squared(digit_u8, rng)
     if kind == "form":
         return _form(digit_u8, rng)
+    if kind == "cropped":
+        return _cropped(digit_u8, rng)
     if kind == "jpeg":
         H, W = int(rng.integers(240, 641)), int(rng.integers(240, 641))
         size = int(rng.integers(int(0.4 * min(H, W)), int(0.95 * min(H, W)) + 1))

@@ -263,9 +263,12 @@ def main(argv=None) -> dict:
     add_run_args(p)
     args = p.parse_args(argv)
 
-    if args.blank and "strays" in args.kinds:
-        print("strays: no blank page of this kind (its marks are placed beside the digit)")
-        args.kinds = [k for k in args.kinds if k != "strays"]
+    if args.blank:
+        for kind, why in (("strays", "its marks are placed beside the digit"),
+                          ("cropped", "it is cut to the digit's ink")):
+            if kind in args.kinds:
+                print(f"{kind}: no blank page of this kind ({why})")
+                args.kinds = [k for k in args.kinds if k != kind]
     make = make_blank_requests if args.blank else make_requests
     requests, predicted, retries, (t0, t1, t2) = make_and_read(args, make)
     result = figures(args, requests, predicted, retries, (t0, t1, t2))

@@ -30,7 +30,7 @@ from engine.preprocess.clean import off_page, writing
 from engine.preprocess.decode import (MAX_PIXELS, SHRINK_PIXELS, Decoded, EmptyInputError, PreprocessError,
                                       check_size, decode_window, open_image)
 from engine.preprocess.frame import BOX, INK_THRESHOLD, ink_box, stroke_width, to_mnist_frame, to_object_frame
-from engine.preprocess.ink import ink_from_planes, ink_map, raw_ink
+from engine.preprocess.ink import ink_from_planes, ink_map, raw_ink, unpad
 
 __all__ = ["preprocess", "preprocess_ink", "extract_ink", "Ink", "frame", "model_input", "seen", "ink_box", "no_ink",
            "PreprocessError",
@@ -73,7 +73,7 @@ def extract_ink(image, line: bool = False) -> Ink:
     if image is None:
         raise EmptyInputError("draw something first (or upload an image)")
     ink, scale, kind, planes = raw_ink(image)
-    ink, writing_line = _writing(ink, planes, line)
+    ink, writing_line = (None if a is None else unpad(a, planes) for a in _writing(ink, planes, line))
     if planes is not None and scale > 1:  # an upload read at reduced scale: is its writing too small there?
         closer = _read_closer(image, ink, scale, line)
         if closer is not None:

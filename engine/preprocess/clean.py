@@ -30,6 +30,7 @@ import numpy as np
 from engine.preprocess.frame import INK_THRESHOLD
 
 ANALYSIS = 256           # the page is found on a copy this many pixels on its longest side
+TABLE_IMAGE = 200        # no table is looked for in an image smaller than this (a crop of a digit, not a photo)
 SOLID = 0.12             # a table is dark and wider than this fraction of the shorter side (no stroke is)
 SHARP = 0.3              # ... and its boundary is a step, not a soft shadow's edge (see outside_paper)
 TABLE_STEP = 0.2         # ... and darker than the page by at least this (of full scale)
@@ -81,8 +82,11 @@ def _binary(ink: np.ndarray) -> np.ndarray:
 
 
 def outside_paper(gray: np.ndarray) -> np.ndarray | None:
-    """bool HxW: the region outside the page (dark, solid, touching the image's edge), or None if none."""
+    """bool HxW: the region outside the page (dark, solid, touching the image's edge), or None if none (and
+    none is looked for in an image under TABLE_IMAGE: a crop, whose strokes are as wide as a table would be)."""
     h, w = gray.shape
+    if max(h, w) < TABLE_IMAGE:
+        return None
     f = min(1.0, ANALYSIS / max(h, w))
     small = cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
     # A median keeps the page's edge where it is and wipes out thin lines and strokes, which would look sharp.

@@ -150,6 +150,7 @@ class Decoded:
     alpha: np.ndarray | None
     scale: float
     dark_ink: bool = True  # the ink's polarity, as ink.ink_from_planes took it (False: light ink on a dark ground)
+    margin: int = 0        # plane pixels of paper added around the image (ink.with_margin: a digit cropped to its ink)
 
 
 def _float(a: np.ndarray) -> np.ndarray:

@@ -32,6 +32,13 @@ GRID = 4                # ... with its level in each cell of a GRID x GRID grid 
 EDGE_INK = 0.1          # ... unless more than this share of the image's edge is not paper (a table)
 PAPER_STEP = 0.25       # the polarity is judged where the paper's brightness changes by less than this nearby
 PAPER_NEAR = 3          # ... and near a step in it, against a median this many times narrower
+CROP_IMAGE = 600        # a digit cropped to its ink: under this many pixels on its longer side (a photo of a
+                        # page is larger: a 1600x1200 one is read at 800x600),
+CROP_CONTRAST = 0.3     # ... its ink this much darker (lighter) than its paper,
+CROP_SPREAD = 0.2       # ... the paper spreading less than this share of that (a scan's, not a photo's light),
+CROP_EDGE = 0.25        # ... (its strokes with their rims: off the paper by this share of the ink's step),
+CROP_PIECE = 0.02       # ... and cut by a stroke into two pieces this big (of the image) or more at its edge;
+CROP_MARGIN = 0.2       # ... it gets a margin of its paper this share of its longer side (MNIST's: 4 px of 20)
 LIGHT_GROUND = 0.2      # light ink (its firm part) is lighter than the image's median, its ground, by this
 
 
@@ -102,6 +109,59 @@ def uniform_paper(plane: np.ndarray, small: np.ndarray | None = None) -> tuple[f
     if ((level - min(cells)) / max(level, 1e-3) if light_paper else max(cells) - level) > MIN_CONTRAST:
         return None
     return level, float(np.median(ink))
+
+
+def _paper(u8: np.ndarray) -> np.ndarray:
+    """bool: the larger of Otsu's two classes of a uint8 plane (the paper; the smaller holds the strokes)."""
+    _, light = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return light.view(bool) if light.mean() >= 0.5 else ~light.view(bool)
+
+
+def cropped_to_ink(gray: np.ndarray) -> bool:
+    """Is the image a digit cropped to its ink (a crop of a scan, a tightly cut drawing)? It is small
+    (CROP_IMAGE), and on the small copy the ink (the smaller Otsu class) stands out (CROP_CONTRAST) from an
+    even paper (CROP_SPREAD), and one stroke with its faint rim (off the paper's level by CROP_EDGE of the
+    ink's step: where the cut was made) reaches from one of the image's edges to the opposite one, spans half
+    its width and half its height at least (no ruled line, no speck of grain) and cuts the paper at the edge
+    in two pieces or more (each CROP_PIECE of the image at least). With no paper around it, such strokes are
+    as dark, as sharp and (in so small an image) as wide as a table beside a page, and would be taken for
+    one; a page beside a table, or a blank one, is in one piece."""
+    if max(gray.shape) >= CROP_IMAGE:
+        return False
+    small = _small(gray)
+    paper = _paper((np.clip(small, 0, 1) * 255).round().astype(np.uint8))
+    if paper.all():  # one level: a blank image
+        return False
+    level = float(np.median(small[paper]))
+    step = abs(level - float(np.median(small[~paper])))
+    if step < CROP_CONTRAST or float(small[paper].std()) > CROP_SPREAD * step:
+        return False
+    paper = np.abs(small - level) < CROP_EDGE * step  # the strokes with their faint rims, which the cut touches
+    h, w = paper.shape
+    _, _, stats, _ = cv2.connectedComponentsWithStats((~paper).view(np.uint8), connectivity=8)
+    x, y, sw, sh = (stats[1:, i] for i in range(4))
+    across = ((y == 0) & (y + sh == h) | (x == 0) & (x + sw == w)) & (sw >= w / 2) & (sh >= h / 2)
+    if not across.any():
+        return False
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(paper.view(np.uint8), connectivity=4)
+    at_edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return int((stats[at_edge[at_edge > 0], cv2.CC_STAT_AREA] >= CROP_PIECE * paper.size).sum()) >= 2
+
+
+def with_margin(d: Decoded) -> Decoded:
+    """The image with a margin of its paper around it (CROP_MARGIN; each plane's paper level: its median
+    over the paper, _paper), so a digit cropped to its ink is read like one with room around it."""
+    m = max(2, round(CROP_MARGIN * max(d.gray.shape)))
+    paper = _paper((np.clip(d.gray, 0, 1) * 255).round().astype(np.uint8))
+    def pad(a: np.ndarray) -> np.ndarray:
+        return cv2.copyMakeBorder(a, m, m, m, m, cv2.BORDER_CONSTANT, value=float(np.median(a[paper])))
+    return Decoded(pad(d.gray), pad(d.dark), pad(d.light), None, d.scale, d.dark_ink, m)
+
+
+def unpad(a: np.ndarray, d: Decoded | None) -> np.ndarray:
+    """A map made on with_margin's planes, without the margin (the image's own pixels)."""
+    m = 0 if d is None else d.margin
+    return a[m:a.shape[0] - m, m:a.shape[1] - m] if m else a
 
 
 def _contrast(plane: np.ndarray, dark: bool) -> np.ndarray:
@@ -249,7 +309,9 @@ def global_ink(gray: np.ndarray) -> np.ndarray:
 def raw_ink(value, strokes: bool = True) -> tuple[np.ndarray, float, str, Decoded | None]:
     """Any supported input -> (ink map, original pixels per ink-map pixel, "sketch" or "image", the decoded
     planes of an opaque image or None). strokes=False: an opaque image's ink by global_ink (objects). An
-    opaque image's ink may exceed 1 where it is firmer than most of the image's ink (see _ink)."""
+    opaque image's ink may exceed 1 where it is firmer than most of the image's ink (see _ink). A digit
+    cropped to its ink is read with a margin of its paper around it: the map and the planes then have it
+    too (Decoded.margin; unpad takes it off)."""
     if is_sketch(value):
         # Gradio sketchpad: strokes live in the layers' alpha; background/composite are only a fallback
         # (an image placed on the canvas, or a client that sends only the composite).
@@ -275,10 +337,14 @@ def raw_ink(value, strokes: bool = True) -> tuple[np.ndarray, float, str, Decode
         # Transparent background: ink is what is opaque and differs from the page. For a drawing on a
         # transparent canvas that is simply the alpha, whatever colour the pen had.
         return d.alpha.astype(np.float32), d.scale, "image", None
-    ink = ink_from_planes(d) if strokes else global_ink(d.gray)
-    return ink.astype(np.float32), d.scale, "image", d
+    if not strokes:
+        return global_ink(d.gray).astype(np.float32), d.scale, "image", d
+    if cropped_to_ink(d.gray):
+        d = with_margin(d)
+    return ink_from_planes(d).astype(np.float32), d.scale, "image", d
 
 
 def ink_map(value) -> np.ndarray:
     """Any supported input -> float32 ink map in [0, 1] (before clean-up)."""
-    return np.minimum(raw_ink(value)[0], 1)
+    ink, _, _, d = raw_ink(value)
+    return np.minimum(unpad(ink, d), 1)
