@@ -114,6 +114,9 @@ def test_a_digit_cropped_to_its_ink_is_read(mnist_test, runtime):
             except EmptyInputError:
                 continue
             right += int(runtime.predict_proba(x)[0].argmax()) == int(mnist_test.labels[i])
+    ink = extract_ink(image)  # read with a margin of paper, and found in the image's own pixels: nearly all
+    x0, y0, x1, y1 = ink_box(ink.ink)
+    assert ink.ink.shape == image.size[::-1] and x1 - x0 >= 0.9 * image.width and y1 - y0 >= 0.9 * image.height
     assert right >= 42  # of 48 (45 on the 2-core AMD EPYC; 16 before, most "no digit found")
 
 
