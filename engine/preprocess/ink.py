@@ -72,6 +72,14 @@ def background(plane: np.ndarray, dark: bool, small: np.ndarray | None = None) -
     return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+def _paper(plane: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Otsu's two classes of a plane in [0, 1] -> (bool: the larger, the paper; whether it is the lighter)."""
+    u8 = (np.clip(plane, 0, 1) * 255).round().astype(np.uint8)
+    _, light = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    light_paper = bool(light.mean() >= 0.5)
+    return (light.view(bool) if light_paper else ~light.view(bool)), light_paper
+
+
 def uniform_paper(plane: np.ndarray, small: np.ndarray | None = None) -> tuple[float, float] | None:
     """(the paper's brightness, the ink's) when the paper is one level over the whole image (a scan, a
     screenshot, a crop like MNIST's own 28x28), else None. Otsu splits the pixels in two; the paper is the
@@ -83,17 +91,13 @@ def uniform_paper(plane: np.ndarray, small: np.ndarray | None = None) -> tuple[f
     does not leave the paper's darker side as a haze of ink (around a number written near a shadowed edge).
     small: _small(plane), when the caller has it."""
     small = _small(plane) if small is None else small
-    u8 = (np.clip(small, 0, 1) * 255).round().astype(np.uint8)
-    t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    above = u8 > t
-    light_paper = above.mean() >= 0.5  # dark ink, whose contrast is the paper's light divided
-    on_paper = above if light_paper else ~above
+    on_paper, light_paper = _paper(small)  # light paper: dark ink, whose contrast is the paper's light divided
     paper, ink = small[on_paper], small[~on_paper]
     if paper.size < 0.6 * small.size or ink.size == 0:
         return None
     # Ink seldom reaches the image's edge; a table beside the page always does: not one paper level then.
-    edge = np.concatenate([above[0], above[-1], above[:, 0], above[:, -1]])
-    if (edge != light_paper).mean() > EDGE_INK:
+    edge = np.concatenate([on_paper[0], on_paper[-1], on_paper[:, 0], on_paper[:, -1]])
+    if (~edge).mean() > EDGE_INK:
         return None
     level = float(np.median(paper))
     if float(paper.std()) > UNIFORM * abs(level - float(np.median(ink))):
@@ -111,12 +115,6 @@ def uniform_paper(plane: np.ndarray, small: np.ndarray | None = None) -> tuple[f
     return level, float(np.median(ink))
 
 
-def _paper(u8: np.ndarray) -> np.ndarray:
-    """bool: the larger of Otsu's two classes of a uint8 plane (the paper; the smaller holds the strokes)."""
-    _, light = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return light.view(bool) if light.mean() >= 0.5 else ~light.view(bool)
-
-
 def cropped_to_ink(gray: np.ndarray) -> bool:
     """Is the image a digit cropped to its ink (a crop of a scan, a tightly cut drawing)? It is small
     (CROP_IMAGE), and on the small copy the ink (the smaller Otsu class) stands out (CROP_CONTRAST) from an
@@ -129,7 +127,7 @@ def cropped_to_ink(gray: np.ndarray) -> bool:
     if max(gray.shape) >= CROP_IMAGE:
         return False
     small = _small(gray)
-    paper = _paper((np.clip(small, 0, 1) * 255).round().astype(np.uint8))
+    paper, _ = _paper(small)
     if paper.all():  # one level: a blank image
         return False
     level = float(np.median(small[paper]))
@@ -152,7 +150,7 @@ def with_margin(d: Decoded) -> Decoded:
     """The image with a margin of its paper around it (CROP_MARGIN; each plane's paper level: its median
     over the paper, _paper), so a digit cropped to its ink is read like one with room around it."""
     m = max(2, round(CROP_MARGIN * max(d.gray.shape)))
-    paper = _paper((np.clip(d.gray, 0, 1) * 255).round().astype(np.uint8))
+    paper, _ = _paper(d.gray)
     def pad(a: np.ndarray) -> np.ndarray:
         return cv2.copyMakeBorder(a, m, m, m, m, cv2.BORDER_CONSTANT, value=float(np.median(a[paper])))
     return Decoded(pad(d.gray), pad(d.dark), pad(d.light), None, d.scale, d.dark_ink, m)
