@@ -72,11 +72,14 @@ def background(plane: np.ndarray, dark: bool, small: np.ndarray | None = None) -
     return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _paper(plane: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Otsu's two classes of a plane in [0, 1] -> (bool: the larger, the paper; whether it is the lighter)."""
+def _paper(plane: np.ndarray, edge: bool = False) -> tuple[np.ndarray, bool]:
+    """Otsu's two classes of a plane in [0, 1] -> (bool: the paper; whether it is the lighter). The paper is
+    the larger class, or with edge=True the one that holds most of the image's edge (a digit cropped to its
+    ink: a bold one may cover more than half the image, but touches each edge only where it reaches out)."""
     u8 = (np.clip(plane, 0, 1) * 255).round().astype(np.uint8)
     _, light = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    light_paper = bool(light.mean() >= 0.5)
+    on = np.concatenate([light[0], light[-1], light[:, 0], light[:, -1]]) if edge else light
+    light_paper = bool(on.mean() >= 0.5)
     return (light.view(bool) if light_paper else ~light.view(bool)), light_paper
 
 
@@ -117,9 +120,10 @@ def uniform_paper(plane: np.ndarray, small: np.ndarray | None = None) -> tuple[f
 
 def cropped_to_ink(gray: np.ndarray) -> bool:
     """Is the image a digit cropped to its ink (a crop of a scan, a tightly cut drawing)? It is small
-    (CROP_IMAGE), and on the small copy the ink (the smaller Otsu class) stands out (CROP_CONTRAST) from an
-    even paper (CROP_SPREAD), and one stroke with its faint rim (off the paper's level by CROP_EDGE of the
-    ink's step: where the cut was made) reaches from one of the image's edges to the opposite one, spans half
+    (CROP_IMAGE), and on the small copy the ink (the Otsu class that holds less of the image's edge: a bold
+    digit may be more ink than paper) stands out (CROP_CONTRAST) from an even paper (CROP_SPREAD), and one
+    stroke with its faint rim (off the paper's level by CROP_EDGE of the ink's step: where the cut was made;
+    or a pixel short of that) reaches from one of the image's edges to the opposite one, spans half
     its width and half its height at least (no ruled line, no speck of grain) and cuts the paper at the edge
     in two pieces or more (each CROP_PIECE of the image at least). With no paper around it, such strokes are
     as dark, as sharp and (in so small an image) as wide as a table beside a page, and would be taken for
@@ -127,14 +131,16 @@ def cropped_to_ink(gray: np.ndarray) -> bool:
     if max(gray.shape) >= CROP_IMAGE:
         return False
     small = _small(gray)
-    paper, _ = _paper(small)
-    if paper.all():  # one level: a blank image
+    paper, _ = _paper(small, edge=True)
+    if paper.all() or not paper.any():  # one level: a blank image
         return False
     level = float(np.median(small[paper]))
     step = abs(level - float(np.median(small[~paper])))
     if step < CROP_CONTRAST or float(small[paper].std()) > CROP_SPREAD * step:
         return False
     paper = np.abs(small - level) < CROP_EDGE * step  # the strokes with their faint rims, which the cut touches
+    # ... or passes a pixel away (the small copy's averaging and JPEG's ringing fade a stroke's last pixel)
+    paper = ~cv2.dilate((~paper).view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
     h, w = paper.shape
     _, _, stats, _ = cv2.connectedComponentsWithStats((~paper).view(np.uint8), connectivity=8)
     x, y, sw, sh = (stats[1:, i] for i in range(4))
@@ -150,7 +156,7 @@ def with_margin(d: Decoded) -> Decoded:
     """The image with a margin of its paper around it (CROP_MARGIN; each plane's paper level: its median
     over the paper, _paper), so a digit cropped to its ink is read like one with room around it."""
     m = max(2, round(CROP_MARGIN * max(d.gray.shape)))
-    paper, _ = _paper(d.gray)
+    paper, _ = _paper(d.gray, edge=True)
     def pad(a: np.ndarray) -> np.ndarray:
         return cv2.copyMakeBorder(a, m, m, m, m, cv2.BORDER_CONSTANT, value=float(np.median(a[paper])))
     return Decoded(pad(d.gray), pad(d.dark), pad(d.light), None, d.scale, d.dark_ink, m)
