@@ -408,7 +408,7 @@ class _ClearFileErrors:
                     open_image(source)
                 except PreprocessError as explained:
                     raise gr.Error(str(explained)) from None
-            raise gr.Error(f"could not read that image ({e}); upload a PNG, JPEG, GIF, BMP or WebP") from None
+            raise gr.Error(f"could not read that image ({e}); upload a PNG, JPEG, HEIC, WebP, GIF or BMP") from None
 
 
 class SketchInput(_ClearFileErrors, gr.Sketchpad):

@@ -38,7 +38,8 @@ from engine.preprocess import EmptyInputError, PreprocessError, preprocess
 HOLDOUT_FRACTION = 0.2   # share of each class held out as the test split when there is no test/ folder
 HOLDOUT_SEED = 0         # salts the hash that picks the held-out images
 TEST_DIRS = ("test", "val")
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif", ".heic", ".heif",
+              ".avif")
 LAYOUT_HELP = ("--dataset folder:PATH needs one sub-folder of images per class (PATH/CLASS/*.png), or "
                "PATH/train/CLASS/ and PATH/test/CLASS/")
 

@@ -51,8 +51,8 @@ def make_folder(root: Path, per_class: int, classes=SHAPES, seed: int = 0) -> Pa
         (root / c).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             img = draw_shape(c, rng)
-            if img.mode == "RGB" and i % 4 == 0:
-                img.save(root / c / f"{i:03d}.jpg", quality=90)
+            if img.mode == "RGB" and i % 4 < 2:  # some as JPEG, some as HEIC (a phone's photos)
+                img.save(root / c / f"{i:03d}.{('jpg', 'heic')[i % 4]}", quality=90)
             else:
                 img.save(root / c / f"{i:03d}.png")
     return root

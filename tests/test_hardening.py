@@ -107,12 +107,17 @@ def png_header_only(width: int, height: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
+def sideways(img: Image.Image, orientation: int) -> Image.Image:
+    """The pixels a camera held sideways stores for `img`, which EXIF `orientation` (6 or 8) turns upright."""
+    return img.transpose(Image.Transpose.ROTATE_90 if orientation == 6 else Image.Transpose.ROTATE_270)
+
+
 def with_exif_orientation(img: Image.Image, orientation: int, path: Path) -> Path:
-    """Store `img` so that only a reader honouring EXIF `orientation` (6 or 8) shows it upright."""
-    stored = img.transpose(Image.Transpose.ROTATE_90 if orientation == 6 else Image.Transpose.ROTATE_270)
+    """Store `img` so that only a reader honouring EXIF `orientation` (6 or 8) shows it upright: a JPEG, or
+    by its suffix a HEIC (an iPhone's photo: pillow-heif writes the orientation as HEIF's own rotation)."""
     exif = Image.Exif()
     exif[0x0112] = orientation
-    stored.convert("RGB").save(path, "JPEG", quality=92, exif=exif.tobytes())
+    sideways(img, orientation).convert("RGB").save(path, quality=92, exif=exif.tobytes())
     return path
 
 
@@ -134,16 +139,19 @@ def make_bad_inputs(folder: Path, digits: dict[int, np.ndarray], runtime) -> dic
     path = save(frames[0], folder / "animated.gif", save_all=True, append_images=frames[1:], duration=200, loop=0)
     assert Image.open(path).n_frames == 2
     cases["animated GIF (first frame 7, then 3)"] = (path, 7)
-    for orientation in (6, 8):
+    for orientation, name in ((6, "exif6.jpg"), (8, "exif8.jpg"), (6, "iphone.heic")):
         # A digit whose stored (sideways) pixels alone do NOT read right, so only honouring EXIF passes.
         for label in (7, 2, 4, 5, 3, 9, 6, 1, 8, 0):
-            path = with_exif_orientation(on_paper(digits[label], 400), orientation, folder / f"exif{orientation}.jpg")
-            with Image.open(path) as raw:
-                if read(runtime, np.asarray(raw.convert("L"))) != label:
-                    break
+            if read(runtime, np.asarray(sideways(on_paper(digits[label], 400), orientation).convert("L"))) != label:
+                break
         else:
             raise AssertionError("every digit reads right even sideways: the EXIF cases would prove nothing")
-        cases[f"EXIF orientation {orientation} photo"] = (path, label)
+        path = with_exif_orientation(on_paper(digits[label], 400), orientation, folder / name)
+        with Image.open(path) as stored:  # HEIC: stored sideways, with the orientation to turn it upright
+            assert stored.format == "JPEG" or stored.info["original_orientation"] == orientation
+        cases[f"EXIF orientation {orientation} photo" if name.endswith(".jpg") else
+              "iPhone photo (HEIC), taken sideways"] = (path, label)
+    cases["AVIF image"] = (save(paper.convert("RGB"), folder / "seven.avif", quality=80), 7)
     strip = Image.new("L", (3000, 20), 255)
     strip.paste(on_paper(seven, 18), (1400, 1))
     cases["3000x20 strip with a digit"] = (save(strip, folder / "strip_wide.png"), 7)
@@ -157,7 +165,7 @@ def make_bad_inputs(folder: Path, digits: dict[int, np.ndarray], runtime) -> dic
     cases["1x1 image"] = (save(Image.new("L", (1, 1), 0), folder / "one_pixel.png"), no_ink)
     cases["single-colour image"] = (save(Image.new("RGB", (300, 200), (200, 30, 30)), folder / "red.png"), no_ink)
     cases["blank white page"] = (save(Image.new("L", (500, 500), 255), folder / "white.png"), no_ink)
-    not_image = r"that file is not an image PIL can read; upload a PNG, JPEG, GIF, BMP or WebP"
+    not_image = r"that file is not an image PIL can read; upload a PNG, JPEG, HEIC, WebP, GIF or BMP"
     (folder / "notes.png").write_text("this is a text file wearing a .png name\n")
     cases["text file named .png"] = (folder / "notes.png", not_image)
     (folder / "empty.png").write_bytes(b"")
@@ -266,7 +274,8 @@ def bad_inputs(work, digits, runtime):
 
 
 BAD_INPUT_NAMES = ["16-bit PNG", "palette PNG", "1-bit PNG", "CMYK JPEG", "animated GIF (first frame 7, then 3)",
-                   "EXIF orientation 6 photo", "EXIF orientation 8 photo", "3000x20 strip with a digit",
+                   "EXIF orientation 6 photo", "EXIF orientation 8 photo", "iPhone photo (HEIC), taken sideways",
+                   "AVIF image", "3000x20 strip with a digit",
                    "20x3000 strip with a digit", "12 MP photo", "1x1 image", "single-colour image",
                    "blank white page", "text file named .png", "empty file", "truncated PNG", "truncated JPEG",
                    "PNG declaring 100000x100000 (bomb header)", "over the pixel limit"]

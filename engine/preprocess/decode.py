@@ -7,9 +7,10 @@ alpha as float32 arrays in [0, 1], plus the factor from those arrays' pixels to 
     layer = decode(layer, alpha_only=True)  # a sketch layer: its alpha alone (the colour planes are None)
 
 Sizes are checked from the header before any pixel is decoded (decompression bombs), EXIF orientation is
-honoured, a large JPEG is decoded at reduced scale (PIL's draft() picks the DCT scale, OpenCV's libjpeg-turbo
-decodes at it: libjpeg skips most of the work) and any image over SHRINK_PIXELS is reduced by an integer
-factor before any float copy. Colour is kept as two
+honoured, an iPhone's HEIC photo is read (pillow-heif's libheif: decoded upright, its rotation applied), a
+large JPEG is decoded at reduced scale (PIL's draft() picks the DCT scale, OpenCV's libjpeg-turbo decodes at
+it: libjpeg skips most of the work) and any image over SHRINK_PIXELS is reduced by an integer factor before
+any float copy. Colour is kept as two
 colour-aware planes beside the luma: `dark` (the darkest channel: blue or red ink on white paper is as
 dark there as black ink) and `light` (the brightest channel, for light ink on a dark ground).
 """
@@ -23,8 +24,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import pillow_heif
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+pillow_heif.register_heif_opener()  # PIL opens HEIC/HEIF (an iPhone's photos) from here on, in every caller
 
 MAX_PIXELS = 40_000_000        # larger images are refused before they are decoded (decompression bombs)
 SHRINK_PIXELS = 1 << 20        # larger images are box-reduced to about this size before any float copy
@@ -51,7 +55,8 @@ def open_image(source, reduce: bool = False, factor: int | None = None) -> Image
     try:
         img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
     except UnidentifiedImageError as e:
-        raise PreprocessError("that file is not an image PIL can read; upload a PNG, JPEG, GIF, BMP or WebP") from e
+        raise PreprocessError("that file is not an image PIL can read; "
+                              "upload a PNG, JPEG, HEIC, WebP, GIF or BMP") from e
     except Image.DecompressionBombError as e:
         raise PreprocessError(f"the image is too large (over {MAX_PIXELS / 1e6:.0f} megapixels); scale it down") from e
     except (FileNotFoundError, IsADirectoryError) as e:
