@@ -154,7 +154,8 @@ class Decoded:
     light: np.ndarray | None
     alpha: np.ndarray | None
     scale: float
-    dark_ink: bool = True  # the ink's polarity, as ink.ink_from_planes took it (False: light ink on a dark ground)
+    dark_ink: bool = True  # the ink's polarity, as ink.ink_from_planes took it (False: light ink on a dark ground;
+                           # a crop's, ink.with_margin sets from its edge first)
     margin: int = 0        # plane pixels of paper added around the image (ink.with_margin: a digit cropped to its ink)
 
 

@@ -154,12 +154,14 @@ def cropped_to_ink(gray: np.ndarray) -> bool:
 
 def with_margin(d: Decoded) -> Decoded:
     """The image with a margin of its paper around it (CROP_MARGIN; each plane's paper level: its median
-    over the paper, _paper), so a digit cropped to its ink is read like one with room around it."""
+    over the paper, _paper), so a digit cropped to its ink is read like one with room around it; and the
+    ink's polarity, which the paper at the crop's edge tells (dark_ink, the judge of any other image, can take
+    light ink bold enough to fill the crop for the paper)."""
     m = max(2, round(CROP_MARGIN * max(d.gray.shape)))
-    paper, _ = _paper(d.gray, edge=True)
+    paper, light_paper = _paper(d.gray, edge=True)
     def pad(a: np.ndarray) -> np.ndarray:
         return cv2.copyMakeBorder(a, m, m, m, m, cv2.BORDER_CONSTANT, value=float(np.median(a[paper])))
-    return Decoded(pad(d.gray), pad(d.dark), pad(d.light), None, d.scale, d.dark_ink, m)
+    return Decoded(pad(d.gray), pad(d.dark), pad(d.light), None, d.scale, light_paper, m)
 
 
 def unpad(a: np.ndarray, d: Decoded | None) -> np.ndarray:
@@ -272,7 +274,7 @@ def ink_from_planes(d: Decoded) -> np.ndarray:
     over a threshold from the paper's noise and the strongest ink (hysteresis: faint parts of a stroke hang
     on to its firm parts), rescaled so firm ink is 1 (faint pencil and black ballpoint look alike to the
     model)."""
-    dark = dark_ink(d)
+    dark = d.dark_ink if d.margin else dark_ink(d)  # a crop's paper, the class at its edge, gives its polarity
     contrast = {}
     # When the first polarity finds nothing (a bold digit filling a tiny image), the other; when neither
     # does, both again with the paper's noise measured below its level (_noise): squared paper's lines.
