@@ -70,8 +70,8 @@ OUTPUTS = ("label", "preview", "timing", "found", "digits")  # what the page and
 EMPTY_HINT = "draw a digit (or upload an image) to see the prediction"
 
 
-def _save_pil_to_cache_atomically(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
-    """gradio.processing_utils.save_pil_to_cache, but never a half-written file.
+def _save_pil_to_cache_atomically(img, cache_dir: str, name: str = "image", format: str = "webp", **params) -> str:
+    """gradio.processing_utils.save_pil_to_cache, but never a half-written file (params: PIL's, e.g. quality).
 
     Gradio 6 stores each output image at a path named by its content hash with write_bytes (truncate,
     then write). Two requests with the same preview (the same digit, an example clicked twice) then race:
@@ -80,7 +80,12 @@ def _save_pil_to_cache_atomically(img, cache_dir: str, name: str = "image", form
     """
     from gradio import processing_utils
 
-    data = processing_utils.encode_pil_to_bytes(img, format)
+    if params:
+        with io.BytesIO() as buf:
+            img.save(buf, format, **params)
+            data = buf.getvalue()
+    else:
+        data = processing_utils.encode_pil_to_bytes(img, format)
     folder = Path(cache_dir) / processing_utils.hash_bytes(data)
     path = (folder / f"{name}.{format}").resolve()
     for attempt in range(2):
@@ -425,6 +430,31 @@ class UploadInput(_ClearFileErrors, gr.Image):
     get_block_class = get_block_name
 
 
+BROWSERS_SHOW = {"JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "AVIF", "ICO"}  # formats every current browser draws
+
+
+def viewable_upload(path: str | None, cache_dir: str):
+    """An upload the browser cannot draw (an iPhone's HEIC, a TIFF) is swapped in the upload box for an
+    upright copy it can: a JPEG at quality 95 and full size (a PNG, for an image with transparency), which
+    later readings (another model or backend) read in its place. Anything else, or a file that cannot be
+    read (the reading says why), is left as it is."""
+    if not path:
+        return gr.skip()
+    try:
+        with Image.open(path) as img:
+            if img.format in BROWSERS_SHOW:
+                return gr.skip()
+            check_size(img)
+            upright = ImageOps.exif_transpose(img)
+            alpha = upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info
+            copy = upright.convert("RGBA" if alpha else "RGB")
+    except Exception:
+        return gr.skip()
+    if alpha:
+        return _save_pil_to_cache_atomically(copy, cache_dir, Path(path).stem, "png")
+    return _save_pil_to_cache_atomically(copy, cache_dir, Path(path).stem, "jpeg", quality=95)
+
+
 # ----------------------------------------------------------------------------------------------------
 # The page
 
@@ -583,6 +613,8 @@ def build_demo(delete_cache: tuple[float, float] | None = None) -> gr.Blocks:
         uploaded = _if_visible("upload"), [source, upload, backend, model]
         gr.on([sketch.change, backend.input, model.input], *drawn, **live)
         gr.on([upload.input, backend.input, model.input], *uploaded, **live)
+        upload.upload(lambda path: viewable_upload(path, upload.GRADIO_CACHE), upload, upload, queue=False,
+                      api_visibility="private")
         for gallery in examples:  # after the example's image and model are both in place
             gallery.load_input_event.then(*uploaded, **live)
         for tab, name, listener in ((draw_tab, "sketch", drawn), (upload_tab, "upload", uploaded)):

@@ -128,6 +128,24 @@ def test_sketch_thumbnail_is_the_drawing_on_white():
     assert thumb.size == (280, 280) and np.array_equal(np.asarray(thumb)[::10, ::10, 0], gray)
 
 
+def test_an_upload_the_browser_cannot_draw_is_shown_as_a_copy_it_can(tmp_path):
+    """A HEIC (an iPhone's photo, stored sideways) becomes an upright full-size JPEG in the upload box; a
+    TIFF with transparency a PNG; what a browser draws, and what is no image, stay as they are."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn it 90 degrees clockwise to view
+    Image.new("RGB", (300, 400), (230, 230, 225)).save(tmp_path / "IMG_1.HEIC", quality=90, exif=exif.tobytes())
+    out = app.viewable_upload(str(tmp_path / "IMG_1.HEIC"), str(tmp_path / "cache"))
+    with Image.open(out) as copy:
+        assert copy.format == "JPEG" and copy.size == (400, 300) and Path(out).name == "IMG_1.jpeg"
+    Image.new("RGBA", (64, 48), (0, 0, 0, 0)).save(tmp_path / "scan.tif")
+    with Image.open(app.viewable_upload(str(tmp_path / "scan.tif"), str(tmp_path / "cache"))) as copy:
+        assert copy.format == "PNG" and copy.mode == "RGBA" and copy.size == (64, 48)
+    Image.new("RGB", (64, 48)).save(tmp_path / "drawn.png")
+    (tmp_path / "notes.png").write_text("no image")
+    for name in ("drawn.png", "notes.png"):
+        assert not isinstance(app.viewable_upload(str(tmp_path / name), str(tmp_path / "cache")), str)
+
+
 def sketched_seven() -> Image.Image:
     """A 7 drawn on the 560x560 sketchpad's transparent layer, 32 px wide."""
     layer = Image.new("RGBA", (560, 560), (0, 0, 0, 0))

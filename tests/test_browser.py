@@ -153,6 +153,32 @@ def test_upload_a_file_then_switch_the_model(page):
     wait_for_empty_hint(page)
 
 
+def test_upload_an_iphone_photo(page, tmp_path):
+    """An iPhone's photo (HEIC) is read, and the upload box shows it: no browser but Safari draws HEIC, so
+    the box gets an upright JPEG copy, which a change of model then reads."""
+    import pillow_heif
+    from PIL import Image, ImageOps
+
+    pillow_heif.register_heif_opener()  # PIL writes HEIC (the app's engine registers it the same way)
+    photo = ImageOps.invert(Image.open(ROOT / "examples" / "mnist_4.png").convert("RGB")).resize((600, 800))
+    photo.save(tmp_path / "IMG_0004.HEIC", quality=90)
+    page.get_by_role("tab", name="Upload").click()
+    choose_model(page, "mnist")
+    # the type as the browser gives it on a Mac (Playwright's own guess from ".HEIC" is no image type)
+    page.locator("#upload input[type=file]").set_input_files(
+        {"name": "IMG_0004.HEIC", "mimeType": "image/heic", "buffer": (tmp_path / "IMG_0004.HEIC").read_bytes()})
+    assert predicted(page, "4") == "4"
+    page.wait_for_function("() => { const i = document.querySelector('#upload img');"
+                           " return i && i.complete && i.naturalWidth === 600 && /IMG_0004[.]jpeg$/.test(i.src); }")
+    choose_model(page, "fashion")  # re-reads what the box holds now: the JPEG copy
+    page.wait_for_function("sel => !/^[0-9]+$/.test(document.querySelector(sel)?.textContent.trim() || '4')",
+                           arg=LABEL)
+    choose_model(page, "mnist")
+    assert predicted(page, "4") == "4"
+    page.locator('#upload button[aria-label="Remove Image"]').click()
+    wait_for_empty_hint(page)
+
+
 def choose_model(page, name: str) -> None:
     page.locator("#model input").click()
     page.get_by_role("option", name=name, exact=True).click()
