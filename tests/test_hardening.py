@@ -170,14 +170,12 @@ def make_bad_inputs(folder: Path, digits: dict[int, np.ndarray], runtime) -> dic
     cases["text file named .png"] = (folder / "notes.png", not_image)
     (folder / "empty.png").write_bytes(b"")
     cases["empty file"] = (folder / "empty.png", not_image)
-    good_png, good_jpg = io.BytesIO(), io.BytesIO()
-    on_paper(seven, 400).save(good_png, "PNG")
-    on_paper(seven, 400).save(good_jpg, "JPEG")
-    damaged = r"the image file is damaged or truncated .*; try saving it again"
-    (folder / "truncated.png").write_bytes(good_png.getvalue()[:len(good_png.getvalue()) // 2])
-    cases["truncated PNG"] = (folder / "truncated.png", damaged)
-    (folder / "truncated.jpg").write_bytes(good_jpg.getvalue()[:len(good_jpg.getvalue()) // 2])
-    cases["truncated JPEG"] = (folder / "truncated.jpg", damaged)
+    damaged = r"the image file is damaged or truncated \([^\n]*\); try saving it again$"
+    for fmt, suffix in (("PNG", "png"), ("JPEG", "jpg"), ("HEIF", "heic")):
+        good = io.BytesIO()
+        on_paper(seven, 400).convert("RGB").save(good, fmt)
+        (folder / f"truncated.{suffix}").write_bytes(good.getvalue()[:len(good.getvalue()) // 2])
+        cases[f"truncated {'HEIC' if fmt == 'HEIF' else fmt}"] = (folder / f"truncated.{suffix}", damaged)
     (folder / "bomb.png").write_bytes(png_header_only(100_000, 100_000))
     cases["PNG declaring 100000x100000 (bomb header)"] = (folder / "bomb.png", r"too large .*scale it down")
     side = int((MAX_PIXELS * 1.1) ** 0.5)  # just over the pixel limit; all white, so it compresses to KBs
@@ -278,6 +276,7 @@ BAD_INPUT_NAMES = ["16-bit PNG", "palette PNG", "1-bit PNG", "CMYK JPEG", "anima
                    "AVIF image", "3000x20 strip with a digit",
                    "20x3000 strip with a digit", "12 MP photo", "1x1 image", "single-colour image",
                    "blank white page", "text file named .png", "empty file", "truncated PNG", "truncated JPEG",
+                   "truncated HEIC",
                    "PNG declaring 100000x100000 (bomb header)", "over the pixel limit"]
 
 

@@ -81,7 +81,8 @@ def open_image(source, reduce: bool = False, factor: int | None = None) -> Image
         img.load()
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
         img.close()  # else the file stays open as long as its error is kept (the served app kept one)
-        raise PreprocessError(f"the image file is damaged or truncated ({e}); try saving it again") from e
+        why = " ".join(str(e).split())  # libheif's reasons end in a line break
+        raise PreprocessError(f"the image file is damaged or truncated ({why}); try saving it again") from e
     return img
 
 
