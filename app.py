@@ -437,14 +437,13 @@ def viewable_upload(path: str | None, cache_dir: str):
     """An upload the browser cannot draw (an iPhone's HEIC, a TIFF) is swapped in the upload box for an
     upright copy it can: a JPEG at quality 95 and full size (a PNG, for an image with transparency), which
     later readings (another model or backend) read in its place. Anything else, or a file that cannot be
-    read (the reading says why), is left as it is."""
+    read (the reading says why), is left as it is. UploadInput has refused an oversized file before this."""
     if not path:
         return gr.skip()
     try:
         with Image.open(path) as img:
             if img.format in BROWSERS_SHOW:
                 return gr.skip()
-            check_size(img)
             upright = ImageOps.exif_transpose(img)
             alpha = upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info
             copy = upright.convert("RGBA" if alpha else "RGB")

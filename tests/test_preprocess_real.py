@@ -120,15 +120,21 @@ def test_a_digit_cropped_to_its_ink_is_read(mnist_test, runtime):
     assert right >= 42  # of 48 (48 on the 2-core AMD EPYC; 16 before, most "no digit found")
 
 
+def bold_crop(digit_u8: np.ndarray, disc: int, cut: int) -> np.ndarray:
+    """An MNIST digit at 112 px, its strokes widened by a disc this wide, cut where its ink passes `cut`
+    (of 255): float32 ink in [0, 1] that touches the crop's edge on every side."""
+    big = cv2.resize(digit_u8, (112, 112), interpolation=cv2.INTER_CUBIC)
+    big = cv2.dilate(big, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (disc, disc)))
+    ys, xs = np.nonzero(big > cut)
+    return big[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32) / 255
+
+
 def test_a_bold_digit_that_fills_its_crop_is_read(mnist_test, runtime):
     """A digit written bold and cut to its ink covers most of its image, dark on light or light on dark: its
     paper is Otsu's smaller class, and only the image's edge tells which class is the paper."""
     right = filled = 0
     for i in range(16):
-        big = cv2.resize(mnist_test.images[i, 0].numpy(), (112, 112), interpolation=cv2.INTER_CUBIC)
-        big = cv2.dilate(big, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (11, 11)))
-        ys, xs = np.nonzero(big > 128)
-        c = big[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32) / 255
+        c = bold_crop(mnist_test.images[i, 0].numpy(), 11, 128)
         filled += (c > 0.5).mean() > 0.5
         image = Image.fromarray((((1 - c) if i % 2 else c) * 235 + 10).round().astype(np.uint8))
         try:
@@ -146,10 +152,7 @@ def test_light_ink_on_a_dark_crop_is_read(mnist_test, runtime):
     bold had read as dark ink, the ground between its strokes as the digit."""
     right = 0
     for i in range(24):
-        big = cv2.resize(mnist_test.images[i, 0].numpy(), (112, 112), interpolation=cv2.INTER_CUBIC)
-        big = cv2.dilate(big, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
-        ys, xs = np.nonzero(big > 60)
-        c = big[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32) / 255
+        c = bold_crop(mnist_test.images[i, 0].numpy(), 7, 60)
         try:
             x, _ = preprocess(Image.fromarray(((0.25 + 0.6 * c) * 255).round().astype(np.uint8)), runtime.spec)
         except EmptyInputError:
