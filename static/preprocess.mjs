@@ -18,6 +18,8 @@ export const INK_THRESHOLD = 0.2;  // ink below this is paper noise
 export const JOIN = 0.06;          // a component joins the writing within JOIN + JOIN_SIZE * sqrt(its share of
 export const JOIN_SIZE = 0.4;      // the core's ink) times the core's size; a tiny speck must almost touch it
 export const SPECK = 0.0002;       // components smaller than this fraction of the image (and of 4 px) are noise
+export const BAR = 4;              // a component this many times wider than tall, above the writing, is a 5's or
+export const BAR_REACH = 0.5;      // 7's bar drawn apart from its body: it joins within this times the core's size
 export const LEVEL_SLIVER = 6;     // a component this many times wider than tall is no digit's core
 
 export class EmptyInputError extends Error {}
@@ -133,7 +135,9 @@ export function keepWriting(ink, canvasArea = ink.w * ink.h) {
     comps.forEach((b, i) => {
       if (kept[i] || b.area < floor) return;
       const gap = Math.max(x0 - (b.x + b.w), b.x - x1, y0 - (b.y + b.h), b.y - y1, 0);
-      if (gap <= size * (JOIN + JOIN_SIZE * Math.sqrt(b.area / c.area))) {
+      let reach = size * (JOIN + JOIN_SIZE * Math.sqrt(b.area / c.area));
+      if (b.w >= BAR * b.h && b.y + b.h / 2 < y0) reach = Math.max(reach, BAR_REACH * size);  // a lifted bar
+      if (gap <= reach) {
         kept[i] = 1;
         x0 = Math.min(x0, b.x); y0 = Math.min(y0, b.y); x1 = Math.max(x1, b.x + b.w); y1 = Math.max(y1, b.y + b.h);
         grew = true;

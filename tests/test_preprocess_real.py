@@ -39,6 +39,37 @@ def test_a_fives_separate_bar_and_a_two_stroke_four_are_kept():
     assert keep_writing(four)[300, 233] == 1 and keep_writing(four)[150, 135] == 1
 
 
+BAR_LIFTS = (0.3, 0.4, 0.45)  # a 5's bar drawn apart: its lower edge this share of the body's height above it
+
+
+def five_body(lift: float) -> tuple[np.ndarray, int]:
+    """A 5's body on a 400x500 canvas (rows 192-373 with its 16 px strokes), and the row of its bar's centre
+    when the bar's lower edge is lift x the body's height above it."""
+    five = _stroke(np.zeros((500, 400), np.float32), (150, 200), (145, 270), 16)  # down, round, back
+    cv2.ellipse(five, (190, 310), (60, 55), 0, -150, 140, 1.0, 16)
+    return five, round(192 - lift * 182 - 9)
+
+
+@pytest.mark.parametrize("lift", BAR_LIFTS)
+def test_a_fives_bar_lifted_well_off_its_body_is_kept_and_a_tap_as_far_off_is_not(lift):
+    """A bar drawn apart from its 5 by up to half the body's height joins it (beyond the reach of a speck of
+    its size); a round tap or a short flick as far off, the strays a hand leaves, does not."""
+    five, y = five_body(lift)
+    assert keep_writing(_stroke(five.copy(), (150, y), (250, y), 16))[y, 240] == 1
+    cv2.circle(five, (240, y), 10, 1.0, -1)
+    _stroke(five, (90, y), (120, y), 16)  # a flick, shorter than four times its width
+    out = keep_writing(five)
+    assert out[y, 240] == 0 and out[y, 100] == 0 and out[250, 147] == 1
+
+
+def test_in_a_photo_a_dash_as_flat_as_a_ruled_lines_is_no_lifted_bar():
+    """In a photo a level sliver above the writing may be a dash of a ruled line (on a blank ruled page such
+    dashes were read "1111111"): it joins only within a speck's reach, where a drawn bar joins from further."""
+    five, y = five_body(0.4)
+    dash = _stroke(five, (130, y), (260, y), 6)  # 130 x 7 px: over six times as wide as tall
+    assert keep_writing(dash)[y, 200] == 1 and keep_writing(dash, photo=True)[y, 200] == 0
+
+
 def test_in_a_photo_ink_far_fainter_than_the_digit_is_dropped():
     ink = _stroke(np.zeros((400, 500), np.float32), (150, 100), (170, 300), 9)  # a 1 in firm pencil
     cv2.line(ink, (230, 60), (400, 330), 0.25, 15)                                # a soft shadow's edge beside it

@@ -18,9 +18,11 @@
    it is the region outside the paper (a dark table: the local light estimate turns a strip of it into
    "ink") or the paper's edge, and is dropped. The largest remaining component is the writing's core and
    others join it when they are near it for their size (a 5's top bar, a 4 or 7 in two strokes, a broken
-   stroke), so a stray tap or a speck away from the digit is dropped. Reading a number (line=True), the
-   next digits on the writing's line join too: as tall as half the core at least, level with the writing,
-   within 1.5 core heights of it (a stray tap is far smaller; engine.preprocess.segment splits the digits).
+   stroke), so a stray tap or a speck away from the digit is dropped; a level stroke above the writing (a
+   5's or 7's bar lifted off its body; in a photo not as flat as a ruled line's dash) joins from up to half
+   the core's size away. Reading a number (line=True), the next digits on the writing's line join too: as
+   tall as half the core at least, level with the writing, within 1.5 core heights of it (a stray tap is
+   far smaller; engine.preprocess.segment splits the digits).
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ EDGE_CONTACT = 0.15      # ink touching the image's edge along this fraction of 
                          # the paper's edge, and so is ink touching two opposite edges
 JOIN = 0.06              # a component joins the writing within JOIN + JOIN_SIZE * sqrt(its share of the
 JOIN_SIZE = 0.4          # core's ink) times the core's size; a tiny speck must almost touch it
+BAR = 4                  # a component this many times wider than tall, above the writing, is a 5's or 7's
+BAR_REACH = 0.5          # ... bar drawn apart from its body: it joins within this times the core's size
 LEVEL_SLIVER = 6         # a component this many times wider than tall is no digit's core, and in a photo
 SLIVER_OVER = 0.5        # ... joins the writing only if this share of its length lies over the writing
 SPECK = 0.0002           # components smaller than this fraction of the image (and of 4 px) are noise
@@ -649,7 +653,12 @@ def _keep(ink: np.ndarray, mask: np.ndarray, shape: tuple[int, int], photo: bool
                                and max(x0 - (bx + bw), bx - x1) <= NEXT_GAP * boxes[core, 3])
             if photo and sliver[i] and min(x1, bx + bw) - max(x0, bx) < SLIVER_OVER * bw:
                 continue  # a level sliver mostly beside the writing: a dash of a ruled line, not a 5's bar
-            if beside or gap <= size * (JOIN + JOIN_SIZE * np.sqrt(areas[i] / areas[core])):
+            reach = size * (JOIN + JOIN_SIZE * np.sqrt(areas[i] / areas[core]))
+            # A level stroke above the writing: a bar lifted off its digit (in a photo not a level sliver, which
+            # may as well be a dash of a ruled line).
+            if bw >= BAR * bh and by + bh / 2 < y0 and not (photo and sliver[i]):
+                reach = max(reach, BAR_REACH * size)
+            if beside or gap <= reach:
                 # In a photo ink far fainter than the core's is no part of the writing (one pen wrote it):
                 # the edge of a soft shadow, a faint line's residue.
                 if photo and firm(i) < FAINT_PART * core_firm:
