@@ -275,7 +275,7 @@ def test_browser_preprocessing_matches_the_server(parity_page, mnist_test, model
 
 
 def test_the_page_joins_a_fives_lifted_bar_as_the_server_does(parity_page):
-    """The stray-mark clean-up's one exception, a 5's bar drawn well apart from its body, in both languages:
+    """The stray-mark clean-up's longer reach for a 5's bar drawn well apart from its body, in both languages:
     the page's 28x28 is the server's with the bar in it, and without the tap drawn as far off instead."""
     import cv2
 
