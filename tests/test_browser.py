@@ -156,10 +156,11 @@ def test_upload_a_file_then_switch_the_model(page):
 def test_upload_an_iphone_photo(page, tmp_path):
     """An iPhone's photo (HEIC) is read, and the upload box shows it: no browser but Safari draws HEIC, so
     the box gets an upright JPEG copy, which a change of model then reads."""
-    import pillow_heif
+    import importlib
+
     from PIL import Image, ImageOps
 
-    pillow_heif.register_heif_opener()  # PIL writes HEIC (the app's engine registers it the same way)
+    importlib.import_module("engine.preprocess.decode")  # registers HEIC with PIL, which then writes it too
     photo = ImageOps.invert(Image.open(ROOT / "examples" / "mnist_4.png").convert("RGB")).resize((600, 800))
     photo.save(tmp_path / "IMG_0004.HEIC", quality=90)
     page.get_by_role("tab", name="Upload").click()

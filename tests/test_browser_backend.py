@@ -244,26 +244,31 @@ def read_in_page(page, runtime, ckpt, alphas: list[np.ndarray]) -> tuple[list[np
     return [np.frombuffer(base64.b64decode(p), np.uint8).reshape(28, 28) for p, _ in got], [t for _, t in got]
 
 
+def read_on_server(runtime, value) -> tuple[np.ndarray, int]:
+    """A sketchpad value -> the server's 28x28 (engine.preprocess) and top-1 class (ONNX Runtime)."""
+    from engine.preprocess import preprocess
+
+    x, seen = preprocess(value, runtime.spec)
+    return seen, int(runtime.predict_proba(x)[0].argmax())
+
+
 @pytest.mark.parametrize("model,kind", [("mnist", k) for k in _kinds()] + [("fashion", "sketch")])
 def test_browser_preprocessing_matches_the_server(parity_page, mnist_test, model, kind):
     """>= 99.5 % identical top-1 and previews within 1/255 (the fashion model frames drawings its own way:
     30 of them)."""
-    from engine.preprocess import preprocess
     from engine.render import render
     from export.runtime import load_runtime
 
     ckpt = CHECKPOINTS / f"{model}_cnn.pt"
     runtime = load_runtime(ckpt, "ONNX Runtime")
-    spec = runtime.spec
     n = N_PARITY.get(kind, 50) if model == "mnist" else 30
     rng = np.random.default_rng(14)
-    alphas, server_previews, server_top1 = [], [], []
+    alphas, server = [], []
     for digit in mnist_test.images[:n, 0].numpy():
         value = render(digit, kind, rng)
-        x, seen = preprocess(value, spec)
-        server_previews.append(seen)
-        server_top1.append(int(runtime.predict_proba(x)[0].argmax()))
+        server.append(read_on_server(runtime, value))
         alphas.append(np.asarray(value["layers"][0])[..., 3])
+    server_previews, server_top1 = zip(*server)
     previews, top1 = read_in_page(parity_page, runtime, ckpt, alphas)
     diffs = [int(np.abs(p.astype(int) - s).max()) for p, s in zip(previews, server_previews)]
     same_top1 = sum(t == s for t, s in zip(top1, server_top1))
@@ -279,7 +284,6 @@ def test_the_page_joins_a_fives_lifted_bar_as_the_server_does(parity_page):
     the page's 28x28 is the server's with the bar in it, and without the tap drawn as far off instead."""
     import cv2
 
-    from engine.preprocess import preprocess
     from export.runtime import load_runtime
     from tests.test_preprocess_real import BAR_LIFTS, _stroke, five_body
 
@@ -290,14 +294,10 @@ def test_the_page_joins_a_fives_lifted_bar_as_the_server_does(parity_page):
         five, y = five_body(lift)
         inks += [_stroke(five.copy(), (150, y), (250, y), 16), cv2.circle(five, (240, y), 10, 1.0, -1)]
     alphas = [(ink * 255).astype(np.uint8) for ink in inks]
-    server = []
-    for a in alphas:
-        rgba = np.zeros((*a.shape, 4), np.uint8)
-        rgba[..., 3] = a
-        x, seen = preprocess({"layers": [rgba]}, runtime.spec)
-        server.append((seen, int(runtime.predict_proba(x)[0].argmax())))
+    layers = [np.dstack([np.zeros((*a.shape, 3), np.uint8), a]) for a in alphas]  # RGBA, the ink in alpha
+    server_previews, server_top1 = zip(*(read_on_server(runtime, {"layers": [rgba]}) for rgba in layers))
     previews, top1 = read_in_page(parity_page, runtime, ckpt, alphas)
-    for (seen, t), p, page_t in zip(server, previews, top1):
+    for seen, t, p, page_t in zip(server_previews, server_top1, previews, top1):
         assert np.abs(p.astype(int) - seen).max() <= 1 and page_t == t
-    for (bar, _), (tap, _) in zip(server[::2], server[1::2]):
+    for bar, tap in zip(server_previews[::2], server_previews[1::2]):
         assert np.abs(bar.astype(int) - tap).max() > 100  # the bar is in the frame, the tap is not
