@@ -90,6 +90,27 @@ def test_ruled_lines_are_removed_and_the_stroke_across_them_kept():
         assert out[y:y + 2, x - 3:x + 4].all()
 
 
+def test_a_grid_line_too_faint_to_be_found_is_removed_where_the_grid_puts_one():
+    """Squared paper whose line at x=260 and y=300 shows only in dashes one square long (too short for the
+    transform): the dashes go with the grid, as a row of 1s they would be read on a blank page; the stroke of a
+    digit across the missed line, and one along it far darker than the grid, stay."""
+    ink = np.zeros((600, 640), np.float32)
+    for x in range(20, 640, 40):
+        ink[:, x:x + 2] = 0.5 * (x != 260)
+    for y in range(20, 600, 40):
+        ink[y:y + 2] = np.maximum(ink[y:y + 2], 0.5 * (y != 300))
+    for at in (60, 340):
+        ink[at:at + 24, 260:262] = 0.5            # the missed plumb line's dashes
+        ink[300:302, at + 40:at + 64] = 0.5       # and the level one's
+    _stroke(ink, (500, 250), (520, 350), 7)       # a stroke across the missed level line
+    ink[440:520, 259:263] = 1.0                   # a 1's stroke along the missed plumb line, in firm ink
+    out = remove_lines(ink)
+    assert not out[60:84, 260:262].any() and not out[340:364, 260:262].any()
+    assert not out[300:302, 100:124].any() and not out[300:302, 380:404].any()
+    assert not out[:, 20:22].any()                # the lines found, as before
+    assert out[300:302, 508:512].all() and out[450:510, 260:262].all()
+
+
 def test_a_blank_page_and_a_photo_of_no_digit_say_so(tmp_path):
     page = np.full((600, 800, 3), 235, np.uint8)
     page[:, :150] = (90, 60, 40)                 # a table beside the page, no writing on it
@@ -112,6 +133,17 @@ def test_photos_of_blank_pages_say_no_digit_found(kind, seed):
     image = render(np.zeros((28, 28), np.uint8), kind, np.random.default_rng([7, seed]))
     with pytest.raises(EmptyInputError, match="no digit found"):
         extract_ink(image, line=True)
+
+
+@pytest.mark.parametrize("seed", [16, 32, 30, 57], ids=["faint line", "faint lines", "window", "window 2"])
+def test_blank_squared_pages_uploaded_as_files_say_no_digit_found(seed, tmp_path):
+    """A blank squared page as an upload arrives (a JPEG file: a large one is decoded at reduced scale). Each
+    answered "1" before: grid lines too faint to be found whole left their dashes (16, 32); a dash found at
+    reduced scale was read again finely, and the window around it held another dash (30, 57)."""
+    path = tmp_path / "page.jpg"
+    render(np.zeros((28, 28), np.uint8), "squared", np.random.default_rng([7, seed])).save(path, quality="keep")
+    with pytest.raises(EmptyInputError, match="no digit found"):
+        extract_ink(str(path), line=True)
 
 
 def test_small_writing_at_the_images_edge_is_no_digit():

@@ -120,8 +120,9 @@ def _read_closer(image, ink: np.ndarray, scale: float, line: bool):
     SMALL_WRITING (a digit one ruled line high on a whole page, a small digit in a phone photo), its strokes
     have merged: a window around it (WINDOW times its size, so the paper, the ruled lines and the table
     around it are there too; at least WINDOW_MIN pixels) is decoded again, finely enough that the writing is READ_AT pixels tall, and
-    cleaned up on its own. -> (writing, line, scale) on a map of the whole image at the finer scale, or None
-    when the writing is not small, no finer read is possible, or nothing is found in the window."""
+    cleaned up on its own. -> (writing, line, scale) on a map of the whole image at the finer scale (empty
+    when the window holds no writing where the reduced read found it), or None when the writing is not small
+    or no finer read is possible."""
     box = ink_box(ink)
     if box is None:
         return None
@@ -145,14 +146,24 @@ def _read_closer(image, ink: np.ndarray, scale: float, line: bool):
     wx1, wy1 = min(w, int(cx + half) + 1), min(h, int(cy + half) + 1)
     d = decode_window(image, (wx0, wy0, wx1, wy1), factor)
     near, near_line = _writing(ink_from_planes(d), d, line)
-    if not (near > INK_THRESHOLD).any():
-        return None
     shape = (-(-h // factor), -(-w // factor))
     def placed(a: np.ndarray) -> np.ndarray:
         out = np.zeros(shape, np.float32)
         view = out[wy0 // factor:wy0 // factor + a.shape[0], wx0 // factor:wx0 // factor + a.shape[1]]
         view[...] = a[:view.shape[0], :view.shape[1]]
         return out
+    # The window is read to see the writing found at reduced scale more finely. When it finds none, or finds
+    # ink clear of that place (by more than half the writing's size), what the reduced read took for writing
+    # was not there at a finer scale: the paper's grain, or a dash of a faint grid line on a blank page (the
+    # window then holds other dashes). Nothing is the answer then, not the reduced read's speck.
+    found, reach = ink_box(near), size * scale / 2
+    if found is not None:  # in the original image's pixels
+        fx0, fy0, fx1, fy1 = (wx0 + found[0] * factor, wy0 + found[1] * factor,
+                              wx0 + found[2] * factor, wy0 + found[3] * factor)
+    if found is None or not (x0 * scale - reach <= fx1 and fx0 <= x1 * scale + reach
+                             and y0 * scale - reach <= fy1 and fy0 <= y1 * scale + reach):
+        near = np.zeros((1, 1), np.float32)
+        near_line = None if near_line is None else near
     return placed(near), None if near_line is None else placed(near_line), float(factor)
 
 

@@ -11,7 +11,8 @@
 2. remove_lines: ruled and margin lines, long thin straight structures running across the page in any
    colour (the ink map holds coloured lines as ink: it is made from the darkest channel), found by a Hough
    transform, nearly level or plumb (a shorter piece too when several run parallel to it: a faint line
-   broken into dashes; on squared paper the level and the plumb lines apart), and a form's printed boxes
+   broken into dashes; on squared paper the level and the plumb lines apart; in an evenly spaced family, the
+   lines it misses where the spacing puts one, too faint to be found alone), and a form's printed boxes
    (find_frames: a thin hollow component with straight walls around it, and across it in a row of boxes);
    where a stroke crosses a line or a wall the stroke is kept.
 3. keep_writing: connected components (OpenCV); in a photo, what touches the image's edge broadly or spans
@@ -54,6 +55,10 @@ LINE_JOIN_GAP = 2.5      # ... ends within this many pixels (of the small copy) 
 RULED_FAMILY = 3         # a shorter piece is a ruled line too when this many others run parallel to it
 LINE_PRESENT = 0.6       # a line with ink along less than this share of its course across the image is one
 FAMILY_SPREAD = 0.3      # ... only with RULED_FAMILY others parallel to it, spread this share of the image across
+GRID_MIN = 4             # lines of one way this many or more, evenly spaced (their gaps within GRID_EVEN of the
+GRID_EVEN = 0.25         # ... usual one), are a grid: a line missed where the spacing puts one is one of them
+GRID_ROOM = 2.5          # ... if they lie this many times their band's width apart at least (bands closer than
+                         # that leave too little paper between them to tell a stroke across one: remove_lines)
 EDGE_CONTACT = 0.15      # ink touching the image's edge along this fraction of a side is the table or
                          # the paper's edge, and so is ink touching two opposite edges
 JOIN = 0.06              # a component joins the writing within JOIN + JOIN_SIZE * sqrt(its share of the
@@ -375,7 +380,54 @@ def find_lines(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int],
         if any(_same_line(((ax, ay), (bx, by)), line[:2], max(thick, line[2]), h, w) for line in lines):
             continue
         lines.append(((ax, ay), (bx, by), thick))
-    return _ruled_or_present(lines, small, f)
+    return _complete_grid(_ruled_or_present(lines, small, f), mask)
+
+
+def _ends_at(across: tuple[float, float], level: bool, h: int, w: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """A line given where it crosses the image's first and last column (level) or row (plumb) -> two ends
+    far outside the image, as find_lines gives them."""
+    (p, q), n = across, (w if level else h)
+    reach = (h + w) / max(n, 1)
+    ends = [(t * n, p + t * (q - p)) for t in (-reach, 1 + reach)]
+    return tuple((round(a), round(b)) if level else (round(b), round(a)) for a, b in ends)
+
+
+def _complete_grid(lines: list, mask: np.ndarray) -> list:
+    """The lines found, and those of an evenly spaced family (ruled or squared paper: GRID_MIN lines or more
+    of one way, most gaps between neighbours the usual spacing) that the transform missed: in a gap of k
+    spacings, the k - 1 lines between, each refitted to the ink near it. A grid line faint in places, or
+    broken into dashes shorter than the transform's minimum, has too little ink along it to be found on its
+    own, and what it has is a row of 1s' strokes on a blank page; where it has none, the band removed takes
+    nothing (a stroke across it is kept, one along it where it is darker than the line: remove_lines). None is
+    added beyond the outermost lines: the image may end before the next line, and a band along its edge would
+    part a margin line from the edge that marks it as no writing."""
+    h, w = mask.shape
+    out = list(lines)
+    for level in (True, False):
+        n = w if level else h
+        family = sorted(((_across(ln[:2], 0), _across(ln[:2], n)), ln[2]) for ln in lines if _level(ln[:2]) == level)
+        if len(family) < GRID_MIN:
+            continue
+        middle = np.array([(p + q) / 2 for (p, q), _ in family])
+        gaps = np.diff(middle)
+        spacing = float(np.median(gaps))
+        if spacing <= 0 or (np.abs(gaps - spacing) < GRID_EVEN * spacing).sum() < GRID_MIN - 1:
+            continue
+        thick = int(np.median([t for _, t in family]))
+        if spacing < GRID_ROOM * thick:
+            continue
+        missing = []
+        for ((p0, q0), _), ((p1, q1), _), gap in zip(family, family[1:], gaps):
+            k = round(gap / spacing)
+            if k >= 2 and abs(gap / k - spacing) < GRID_EVEN * spacing:
+                missing += [(p0 + (p1 - p0) * m / k, q0 + (q1 - q0) * m / k) for m in range(1, k)]
+        for across in missing:
+            a, b = _ends_at(across, level, h, w)
+            fit = _fit_line(mask, a, b, min(thick + 2, max(3, int(spacing / 3))))
+            if abs(_across(fit, n / 2) - _across((a, b), n / 2)) < GRID_EVEN * spacing:
+                a, b = fit
+            out.append((a, b, thick))
+    return out
 
 
 def _tilt(dx: float, dy: float) -> float:
