@@ -380,7 +380,7 @@ def find_lines(mask: np.ndarray) -> list[tuple[tuple[int, int], tuple[int, int],
         if any(_same_line(((ax, ay), (bx, by)), line[:2], max(thick, line[2]), h, w) for line in lines):
             continue
         lines.append(((ax, ay), (bx, by), thick))
-    return _complete_grid(_ruled_or_present(lines, small, f), mask)
+    return _ruled_or_present(lines, small, f)
 
 
 def _ends_at(across: tuple[float, float], level: bool, h: int, w: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -392,20 +392,21 @@ def _ends_at(across: tuple[float, float], level: bool, h: int, w: int) -> tuple[
     return tuple((round(a), round(b)) if level else (round(b), round(a)) for a, b in ends)
 
 
-def _complete_grid(lines: list, mask: np.ndarray) -> list:
-    """The lines found, and those of an evenly spaced family (ruled or squared paper: GRID_MIN lines or more
-    of one way, most gaps between neighbours the usual spacing) that the transform missed: in a gap of k
-    spacings, the k - 1 lines between, each refitted to the ink near it. A grid line faint in places, or
-    broken into dashes shorter than the transform's minimum, has too little ink along it to be found on its
-    own, and what it has is a row of 1s' strokes on a blank page; where it has none, the band removed takes
-    nothing (a stroke across it is kept, one along it where it is darker than the line: remove_lines). None is
-    added beyond the outermost lines: the image may end before the next line, and a band along its edge would
-    part a margin line from the edge that marks it as no writing."""
+def _complete_grid(lines: list, mask: np.ndarray) -> list[tuple[tuple, list[int]]]:
+    """The lines of an evenly spaced family (ruled or squared paper: GRID_MIN lines or more of one way, most
+    gaps between neighbours the usual spacing) that the transform missed: in a gap of k spacings, the k - 1
+    lines between, each refitted to the ink near it -> [(the line, the indices in `lines` of its family)]. A
+    grid line faint in places, or broken into dashes shorter than the transform's minimum, has too little ink
+    along it to be found on its own, and what it has is a row of 1s' strokes on a blank page. Its darkness is
+    its family's (remove_lines): where it has no ink of its own, the digit's strokes along it would be all
+    there is to measure. None is added beyond the outermost lines: the image may end before the next line,
+    and a band along its edge would part a margin line from the edge that marks it as no writing."""
     h, w = mask.shape
-    out = list(lines)
+    out = []
     for level in (True, False):
         n = w if level else h
-        family = sorted(((_across(ln[:2], 0), _across(ln[:2], n)), ln[2]) for ln in lines if _level(ln[:2]) == level)
+        members = [i for i, ln in enumerate(lines) if _level(ln[:2]) == level]
+        family = sorted(((_across(lines[i][:2], 0), _across(lines[i][:2], n)), lines[i][2]) for i in members)
         if len(family) < GRID_MIN:
             continue
         middle = np.array([(p + q) / 2 for (p, q), _ in family])
@@ -426,7 +427,7 @@ def _complete_grid(lines: list, mask: np.ndarray) -> list:
             fit = _fit_line(mask, a, b, min(thick + 2, max(3, int(spacing / 3))))
             if abs(_across(fit, n / 2) - _across((a, b), n / 2)) < GRID_EVEN * spacing:
                 a, b = fit
-            out.append((a, b, thick))
+            out.append(((a, b, thick), members))
     return out
 
 
@@ -577,7 +578,9 @@ def remove_lines(ink: np.ndarray) -> np.ndarray:
         rest = mask.copy()
         for a, b, thick in found:
             cv2.line(rest, a, b, 0, thick)
-    found += find_lines(rest)
+    lines = find_lines(rest)
+    added = _complete_grid(lines, rest)
+    found += lines + [line for line, _ in added]
     if not found:
         return ink
     ids = np.zeros(ink.shape, np.int32)
@@ -589,6 +592,9 @@ def remove_lines(ink: np.ndarray) -> np.ndarray:
     plumb = np.array([False] + [abs(b[1] - a[1]) > abs(b[0] - a[0]) for a, b, _ in found])[ids[ys, xs]]
     along = np.where(plumb, ys * LINE_SECTIONS // h, xs * LINE_SECTIONS // w)
     level = _line_levels(ids[ys, xs], ink[ys, xs], along, len(found) + 1)
+    first = len(found) - len(added) - len(lines)  # the lines' ids: 1 + index in found (frames' walls first)
+    for k, (_, family) in enumerate(added):
+        level[1 + len(found) - len(added) + k] = np.median(level[[1 + first + i for i in family]])
     for i in np.argsort(level[1:]):  # where lines cross, the darker one's level
         a, b, thick = found[i]
         cv2.line(ids, a, b, int(i) + 1, thick)
