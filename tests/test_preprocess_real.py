@@ -111,6 +111,19 @@ def test_a_grid_line_too_faint_to_be_found_is_removed_where_the_grid_puts_one():
     assert out[300:302, 508:512].all() and out[450:510, 260:262].all()
 
 
+def test_a_stroke_along_a_missed_ruled_line_is_judged_against_the_lines_darkness():
+    """A ruled line missed altogether (no ink of its own) is put back where the spacing says; the base of a
+    digit written along it, far darker than the ruled lines, stays (measured on the missed line itself, its
+    darkness would be the stroke's own, and the stroke would go with it)."""
+    ink = np.zeros((600, 640), np.float32)
+    for y in range(20, 600, 40):
+        ink[y:y + 2] = 0.3 * (y != 300)
+    ink[299:303, 200:330] = 0.8                   # a base written along the missed line
+    ink[160:300, 200:204] = 0.8                   # and the stroke it ends
+    out = remove_lines(ink)
+    assert not out[140:142].any() and out[299:303, 210:320].all()
+
+
 def test_a_blank_page_and_a_photo_of_no_digit_say_so(tmp_path):
     page = np.full((600, 800, 3), 235, np.uint8)
     page[:, :150] = (90, 60, 40)                 # a table beside the page, no writing on it

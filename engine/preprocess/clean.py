@@ -566,7 +566,7 @@ def remove_lines(ink: np.ndarray) -> np.ndarray:
     """The ink without ruled and margin lines and a form's boxes, keeping the strokes that cross them: a line
     pixel with ink on both sides of it across the line stays, and so does ink darker than the line it lies on
     (a 2's base written along a ruled line). Each line is its own measure: a margin line darker than the ruled
-    lines is no writing."""
+    lines is no writing. A line added to a grid (_complete_grid) takes its family's."""
     mask = _binary(ink)
     # A form's boxes first: a row of them is a family of short plumb lines between two long level ones, which
     # the line finder would join with the digits' strokes into lines across the writing. They are looked for
