@@ -81,8 +81,10 @@ def read_pt2_metadata(path: str | os.PathLike) -> dict[str, str]:
         return json.loads(z.read(names[0]))
 
 
-# ISAs AOTInductor records (torch._inductor.cpu_vec_isa) -> the CPU features each needs (torch.cpu names)
-_ISA_NEEDS = {"AVX2": ("avx2", "fma3"), "AVX512": ("avx512_f", "avx512_bw", "avx512_vl", "avx512_dq")}
+# ISAs AOTInductor records (torch._inductor.cpu_vec_isa: space-separated, "AVX512 AVX512_VNNI" on a CPU with
+# VNNI, "AVX512 AVX512_VNNI AMX_TILE" with AMX) -> the CPU features each part needs (torch.cpu names)
+_ISA_NEEDS = {"AVX2": ("avx2", "fma3"), "AVX512": ("avx512_f", "avx512_bw", "avx512_vl", "avx512_dq"),
+              "AVX512_VNNI": ("avx512_vnni",), "AMX_TILE": ("amx_tile",)}
 
 
 def pt2_isa_problem(meta: dict[str, str]) -> str | None:
@@ -94,9 +96,11 @@ def pt2_isa_problem(meta: dict[str, str]) -> str | None:
         return f"it was built for {machine}, this machine is {platform.machine()}"
     if not isa or isa.upper() in ("", "DEFAULT", "NONE"):
         return None
-    needs = _ISA_NEEDS.get(isa.upper())
-    if needs is None:
+    parts = isa.upper().split()
+    unknown = [part for part in parts if part not in _ISA_NEEDS]
+    if unknown:
         return f"it was built for the {isa} instruction set, which this check does not know"
+    needs = [f for part in parts for f in _ISA_NEEDS[part]]
     caps = torch.cpu.get_capabilities()
     lacking = [f for f in needs if not caps.get(f)]
     if lacking:

@@ -340,6 +340,23 @@ def test_a_failing_variant_is_refused_alone_and_strict_refuses_all(exported, tmp
     assert refusals_path(ckpt_path).exists() == (not paths["int8"].is_file())
 
 
+def test_a_pt2_packages_instruction_set_is_checked_part_by_part(monkeypatch):
+    """AOTInductor records a CPU with VNNI as "AVX512 AVX512_VNNI" (and with AMX, "... AMX_TILE"): every part
+    must be on this CPU. Such a package was refused on the very CPU that built it, as an unknown set."""
+    from export.runtime import pt2_isa_problem
+
+    caps = {k: True for k in torch.cpu.get_capabilities()}
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+    assert pt2_isa_problem({"AOTI_CPU_ISA": "AVX512 AVX512_VNNI"}) is None
+    assert pt2_isa_problem({"AOTI_CPU_ISA": "AVX512 AVX512_VNNI AMX_TILE"}) is None
+    caps["amx_tile"] = False
+    assert "lacks amx_tile" in pt2_isa_problem({"AOTI_CPU_ISA": "AVX512 AVX512_VNNI AMX_TILE"})
+    caps["avx512_vnni"] = False
+    assert "lacks avx512_vnni" in pt2_isa_problem({"AOTI_CPU_ISA": "AVX512 AVX512_VNNI"})
+    assert pt2_isa_problem({"AOTI_CPU_ISA": "AVX512"}) is None
+    assert "does not know" in pt2_isa_problem({"AOTI_CPU_ISA": "AVX512 AVX10"})
+
+
 def test_pt2_package_is_verified_and_never_loaded_on_a_cpu_it_was_not_built_for(exported, tmp_path, data_dir,
                                                                                  test_x, monkeypatch, capsys):
     """The one AOTInductor compile of the suite (the tiny cnn; tens of seconds on 2 cores)."""
