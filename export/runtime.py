@@ -97,8 +97,7 @@ def pt2_isa_problem(meta: dict[str, str]) -> str | None:
     if not isa or isa.upper() in ("", "DEFAULT", "NONE"):
         return None
     parts = isa.upper().split()
-    unknown = [part for part in parts if part not in _ISA_NEEDS]
-    if unknown:
+    if any(part not in _ISA_NEEDS for part in parts):
         return f"it was built for the {isa} instruction set, which this check does not know"
     needs = [f for part in parts for f in _ISA_NEEDS[part]]
     caps = torch.cpu.get_capabilities()
