@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -506,17 +507,69 @@ def _backend_choices(model: str, backend: str):
     return gr.Dropdown(choices=_served(model).offered, value=_usable_backend(model, backend))
 
 
+# Each live request's place in the order the user acted: every live trigger first counts itself in the page
+# (a JavaScript-only listener, registered before the prediction's own: the page runs one trigger's listeners
+# in order), and the prediction sends the count with its inputs. The count is read the moment its inputs are
+# gathered, while the sketch itself may take seconds more to be exported and uploaded on a busy machine; so
+# it is the order the user acted in, not the order requests arrive or finish in.
+COUNT_JS = "(n) => (n || 0) + 1"
+
+
+class LatestRequest:
+    """The newest live request each page (Gradio session) has started: a request the page sent earlier than
+    one already started is stale and leaves the outputs alone, whether it arrives late (its sketch still
+    uploading) or finishes late (two run at once). Bounded: the least recently heard-from sessions are
+    forgotten (their next request is then simply read)."""
+
+    def __init__(self, sessions: int = 4096):
+        self.newest: OrderedDict[str, float] = OrderedDict()
+        self.sessions, self.lock = sessions, threading.Lock()
+
+    def start(self, session: str | None, seq: float | None) -> bool:
+        """Record `seq` as the session's newest; False when the page has sent a newer one already."""
+        if session is None or seq is None:  # no number (no session, or JavaScript off): no order to keep
+            return True
+        with self.lock:
+            if seq < self.newest.get(session, float("-inf")):
+                return False
+            self.newest[session] = seq
+            self.newest.move_to_end(session)
+            while len(self.newest) > self.sessions:
+                self.newest.popitem(last=False)
+            return True
+
+    def is_newest(self, session: str | None, seq: float | None) -> bool:
+        if session is None or seq is None:
+            return True
+        with self.lock:
+            return self.newest.get(session, seq) <= seq
+
+
+LATEST = LatestRequest()
+
+
 def _if_visible(tab: str):
     """The page's listener for one input (tab "sketch" or "upload"): predicts while that tab is the one shown
     and leaves the outputs alone otherwise. The page gathers an event's inputs in the browser before it
     sends them (a sketch is uploaded first), so a request can arrive after the user has moved on; each
-    request is checked against the tab shown when it runs, not when it left."""
-    def listener(source: str, image, backend: str, model: str):
-        if source != tab or backend == BROWSER_BACKEND and tab == "sketch":  # the page reads its own canvas
-            return (gr.skip(),) * len(OUTPUTS)
+    request is checked against the tab shown when it runs, not when it left, and against the page's newer
+    requests (LatestRequest): an answer to an input the user has since changed never lands last."""
+    def listener(seq: float | None, source: str, image, backend: str, model: str, request: gr.Request):
+        skip = (gr.skip(),) * len(OUTPUTS)
+        session = getattr(request, "session_hash", None)
+        if source != tab or not LATEST.start(session, seq):
+            return skip
+        if backend == BROWSER_BACKEND and tab == "sketch":  # the page reads its own canvas
+            return skip
         if backend == BROWSER_BACKEND:  # uploads are read on the server, by the same .onnx file
-            return predict_live(image, SERVER_FALLBACK, model)
-        return predict_live(image, _usable_backend(model, backend), model)
+            backend = SERVER_FALLBACK
+        try:
+            outputs = predict_live(image, _usable_backend(model, backend), model)
+        except gr.Error:  # the message is for the input shown: a stale one's is not raised
+            if LATEST.is_newest(session, seq):
+                raise
+            return skip
+        return outputs if LATEST.is_newest(session, seq) else skip
     listener.__name__ = f"predict_{tab}_if_visible"
     return listener
 
@@ -548,6 +601,7 @@ def build_demo(delete_cache: tuple[float, float] | None = None) -> gr.Blocks:
     with gr.Blocks(title="Digits: train in PyTorch, ship on ONNX Runtime", delete_cache=delete_cache) as demo:
         gr.Markdown("# Digits\nDraw a digit (or upload an image): the prediction updates as you draw.")
         source = gr.State("sketch")  # the tab the user is looking at: "sketch" (Draw) or "upload"
+        seq = gr.Number(visible=False)  # each live request's place in the order the user acted (COUNT_JS)
         model = gr.Dropdown(names, value=model0, label="Model", render=False, elem_id="model")
         backend = gr.Dropdown(offered0, value=backend0, label="Backend", render=False, elem_id="backend")
         with gr.Tab("Predict"):
@@ -608,17 +662,21 @@ def build_demo(delete_cache: tuple[float, float] | None = None) -> gr.Blocks:
         # after another, and changes made while one runs collapse into a single next run.
         live = dict(outputs=outputs, api_visibility="private", trigger_mode="always_last",
                     show_progress="hidden", concurrency_id="predict")
-        drawn = _if_visible("sketch"), [source, sketch, backend, model]
-        uploaded = _if_visible("upload"), [source, upload, backend, model]
+        count = dict(fn=None, inputs=seq, outputs=seq, js=COUNT_JS, queue=False, api_visibility="private")
+        drawn = _if_visible("sketch"), [seq, source, sketch, backend, model]
+        uploaded = _if_visible("upload"), [seq, source, upload, backend, model]
+        gr.on([sketch.change, upload.input, backend.input, model.input], **count)  # before the predictions
         gr.on([sketch.change, backend.input, model.input], *drawn, **live)
         gr.on([upload.input, backend.input, model.input], *uploaded, **live)
         upload.upload(lambda path: viewable_upload(path, upload.GRADIO_CACHE), upload, upload, queue=False,
                       api_visibility="private")
         for gallery in examples:  # after the example's image and model are both in place
+            gallery.load_input_event.then(**count)
             gallery.load_input_event.then(*uploaded, **live)
         for tab, name, listener in ((draw_tab, "sketch", drawn), (upload_tab, "upload", uploaded)):
-            tab.select(lambda name=name: name, None, source, queue=False, api_visibility="private").then(
-                *listener, **live)
+            shown = tab.select(lambda name=name: name, None, source, queue=False, api_visibility="private")
+            shown.then(**count)
+            shown.then(*listener, **live)
         model.change(_backend_choices, [model, backend], backend, queue=False, api_visibility="private")
         wire_browser_pad(web_pad, model, backend, outputs, EMPTY_HINT)
         # The API: strict versions of the same two functions (an empty input is an error for a client).

@@ -425,3 +425,47 @@ def test_live_events_blank_the_outputs_on_an_empty_canvas(shipped):
         assert max(label, key=label.get) == "5"
     finally:
         app.MODELS.clear()
+
+
+def test_a_live_answer_to_an_input_since_changed_never_lands_last(shipped, monkeypatch):
+    """The page numbers its live events in the order the user acts (app.COUNT_JS); a request numbered before
+    one its page has already started leaves the outputs alone, whether it arrives late (a sketch still being
+    uploaded) or finishes late (two run at once): the answer shown is always for the newest input."""
+    five, skip = str(app.EXAMPLES_DIR / "mnist_5.png"), (gr.skip(),) * len(app.OUTPUTS)
+    page, other = types.SimpleNamespace(session_hash="page-1"), types.SimpleNamespace(session_hash="page-2")
+    shown = app._if_visible("upload")
+
+    def read(n, request, source="upload"):
+        return shown(n, source, five, "PyTorch", "mnist", request)
+
+    try:
+        app.load_models(shipped)
+        assert read(2, page)[2].startswith("PyTorch: ")
+        assert read(1, page) == skip  # arrived after request 2: its input had changed before 2 was sent
+        assert read(1, other)[2].startswith("PyTorch: ")  # each page keeps its own order
+        assert read(9, page, source="sketch") == skip  # for the hidden tab: it answers nothing, and
+        assert read(3, page)[2].startswith("PyTorch: ")  # so it is no newer input than this one's
+        assert read(None, page)[2].startswith("PyTorch: ")  # no number (the page's script off): read as before
+
+        answers = {}
+        real = app.predict_live
+
+        def while_reading(image, backend, model):  # request 5 starts while request 4 is being read
+            if 5 not in answers:
+                answers[5] = None
+                answers[5] = read(5, page)
+            return real(image, backend, model)
+
+        monkeypatch.setattr(app, "predict_live", while_reading)
+        answers[4] = read(4, page)
+        assert answers[4] == skip and answers[5][2].startswith("PyTorch: ")
+    finally:
+        app.MODELS.clear()
+
+
+def test_the_newest_request_is_remembered_for_a_bounded_number_of_pages():
+    latest = app.LatestRequest(sessions=2)
+    assert latest.start("a", 5) and latest.start("b", 1) and latest.start("c", 1)
+    assert not latest.start("c", 0) and latest.is_newest("c", 1) and not latest.is_newest("c", 0.5)
+    assert list(latest.newest) == ["b", "c"]  # "a", heard from least recently, is forgotten
+    assert latest.start("a", 1)  # and its next request is simply read

@@ -113,8 +113,11 @@ class Predictions:
 
     def images(self) -> list[tuple[str, str]]:
         """(file name, model) of each request that carried an uploaded image (a sketch has no "path")."""
-        return [(Path(d[1]["path"]).name, d[-1]) for d in self.sent
-                if len(d) > 1 and isinstance(d[1], dict) and d[1].get("path")]
+        return [(Path(x["path"]).name, d[-1]) for d in self.sent for x in d if isinstance(x, dict) and x.get("path")]
+
+    def counts(self) -> list:
+        """The number each request carries: its place in the order the user acted (app.COUNT_JS)."""
+        return [d[0] if d else None for d in self.sent]
 
 
 def test_pick_an_example_image(page):
@@ -130,10 +133,13 @@ def test_pick_an_example_image(page):
     # (it reads "Sandal"), which a model-change event used to send and which could land last.
     page.wait_for_timeout(1000)
     assert requests.images() == [("fashion_sneaker.png", "fashion")]
+    assert requests.counts() and all(isinstance(n, (int, float)) and n > 0 for n in requests.counts())
     # and nothing came after it: the sketchpad fires "change" when its tab is hidden, and that request
     # (with the upload as it was before the click) once blanked the answer a moment after it appeared
     assert label_text(page) == "Sneaker"
-    # each tab shows the answer for its own input: an empty canvas on Draw, the sneaker again on Upload
+    # each tab shows the answer for its own input: an empty canvas on Draw, the sneaker again on Upload. The
+    # tab's own request carries the drawing as it was before "Clear"; on a busy machine the page took seconds
+    # to send it, and its answer (the old drawing read) landed after the hint and stayed (app.LatestRequest)
     page.get_by_role("tab", name="Draw").click()
     page.locator('#sketch button[aria-label="Clear canvas"]').click()
     wait_for_empty_hint(page)
