@@ -559,6 +559,8 @@ def _if_visible(tab: str):
         session = getattr(request, "session_hash", None)
         if source != tab or not LATEST.start(session, seq):
             return skip
+        # (counted as newest even when the page reads its own canvas: a server answer sent before the user
+        # chose the in-browser backend must not land over the page's own)
         if backend == BROWSER_BACKEND and tab == "sketch":  # the page reads its own canvas
             return skip
         if backend == BROWSER_BACKEND:  # uploads are read on the server, by the same .onnx file
