@@ -11,6 +11,7 @@ from PIL import Image
 from conftest import CHECKPOINTS
 from engine.preprocess import EmptyInputError, extract_ink, frame, ink_box, open_image, preprocess
 from engine.preprocess.clean import find_frames, keep_writing, remove_lines
+from engine.preprocess.ink import stands_out
 from engine.render import KINDS, render
 
 
@@ -140,12 +141,28 @@ def test_a_blank_page_and_a_photo_of_no_digit_say_so(tmp_path):
     ("ruled", 4),   # what is left of a ruled line, across the page
     ("pencil", 3),  # the paper's grain in a corner, under uneven light
     ("squared", 6), # a grid line's end at the image's edge
-], ids=["page edge", "page outline", "light edge", "speck", "line residue", "grain at the edge", "grid line's end"])
+    ("pencil", 12), # the paper's grain, a little darker under the light's gradient: no stroke's step
+    ("pencil", 23),
+    ("pencil", 52),
+], ids=["page edge", "page outline", "light edge", "speck", "line residue", "grain at the edge", "grid line's end",
+        "grain in a gradient", "grain in a gradient 2", "grain in a gradient 3"])
 def test_photos_of_blank_pages_say_no_digit_found(kind, seed):
     """engine.render's page with no digit on it (its digit all zeros)."""
     image = render(np.zeros((28, 28), np.uint8), kind, np.random.default_rng([7, seed]))
     with pytest.raises(EmptyInputError, match="no digit found"):
         extract_ink(image, line=True)
+
+
+def test_writing_stands_out_from_the_paper_around_it():
+    """A stroke is a step in the contrast; the dark end of a gradient that crossed the ink threshold is not:
+    the paper just around it is nearly as dark."""
+    ramp = np.tile(np.linspace(0, 0.08, 300, dtype=np.float32), (300, 1))  # contrast 0 to 8 % across the page
+    patch = (ramp > 0.06).astype(np.float32)                                # what crosses a 6 % threshold
+    assert not stands_out(patch, ramp)
+    stroke = np.zeros_like(ramp)
+    stroke[100:200, 145:155] = 1                                            # a faint pencil stroke on it
+    assert stands_out(stroke, np.maximum(ramp, 0.3 * stroke))
+    assert stands_out(np.zeros_like(ramp), ramp)                            # no writing: nothing to judge
 
 
 @pytest.mark.parametrize("kind, seed", [("squared", 16), ("squared", 32), ("squared", 30), ("squared", 57),

@@ -30,7 +30,7 @@ from engine.preprocess.clean import off_page, writing
 from engine.preprocess.decode import (MAX_PIXELS, SHRINK_PIXELS, Decoded, EmptyInputError, PreprocessError,
                                       check_size, decode_window, open_image)
 from engine.preprocess.frame import BOX, INK_THRESHOLD, ink_box, stroke_width, to_mnist_frame, to_object_frame
-from engine.preprocess.ink import ink_from_planes, ink_map, raw_ink, unpad
+from engine.preprocess.ink import ink_from_planes, ink_map, raw_ink, stands_out, unpad
 
 __all__ = ["preprocess", "preprocess_ink", "extract_ink", "Ink", "frame", "model_input", "seen", "ink_box", "no_ink",
            "PreprocessError",
@@ -75,10 +75,16 @@ def extract_ink(image, line: bool = False) -> Ink:
         raise EmptyInputError("draw something first (or upload an image)")
     ink, scale, kind, planes = raw_ink(image)
     ink, writing_line = (None if a is None else unpad(a, planes) for a in _writing(ink, planes, line))
+    closer = None
     if planes is not None and scale > 1:  # an upload read at reduced scale: is its writing too small there?
         closer = _read_closer(image, ink, scale, line)
         if closer is not None:
             ink, writing_line, scale = closer
+    if closer is None and planes is not None and planes.contrast is not None:
+        # a blank page's grain, or the dark end of its light's gradient, is no writing (nor its line)
+        contrast = unpad(planes.contrast, planes)
+        ink, writing_line = (a if a is None or stands_out(a, contrast) else np.zeros_like(a)
+                             for a in (ink, writing_line))
     # No digit is written a few pixels tall: in a photo or a scan such ink is a speck of the paper's grain, or
     # what is left of a ruled line (a sketch's ink is its strokes, as tall as the brush at least).
     boxes = [b for b in (ink_box(ink), None if writing_line is None else ink_box(writing_line)) if b is not None]
@@ -160,7 +166,10 @@ def _read_closer(image, ink: np.ndarray, scale: float, line: bool):
     # finds ink many times that size (CLOSER_GROWTH; 635 digits read closer measured at most 1.43 times
     # their reduced size): the window cut a form's box, which is then no box to the clean-up (it runs off the
     # window as a ruled line does), while the reduced read had removed it and kept a speck by it.
+    # Nor when what it finds does not stand out from the paper around it (ink.stands_out), as in extract_ink.
     found, reach = ink_box(near), size * scale / 2
+    if found is not None and not stands_out(near, d.contrast):
+        found = None
     if found is not None:  # in the original image's pixels
         fx0, fy0, fx1, fy1 = (wx0 + found[0] * factor, wy0 + found[1] * factor,
                               wx0 + found[2] * factor, wy0 + found[3] * factor)

@@ -158,6 +158,8 @@ class Decoded:
     dark_ink: bool = True  # the ink's polarity, as ink.ink_from_planes took it (False: light ink on a dark ground;
                            # a crop's, ink.with_margin sets from its edge first)
     margin: int = 0        # plane pixels of paper added around the image (ink.with_margin: a digit cropped to its ink)
+    contrast: np.ndarray | None = None  # each pixel's contrast against the paper, as ink.ink_from_planes
+                                        # thresholded it (ink.stands_out judges the writing on it)
 
 
 def _float(a: np.ndarray) -> np.ndarray:
