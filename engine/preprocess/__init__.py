@@ -81,7 +81,8 @@ def extract_ink(image, line: bool = False) -> Ink:
         if closer is not None:
             ink, writing_line, scale = closer
     if closer is None and planes is not None and planes.contrast is not None:
-        # a blank page's grain, or the dark end of its light's gradient, is no writing (nor its line)
+        # A blank page's grain, or the dark end of its light's gradient, is no writing. The writing and its
+        # line are judged apart: the writing may be a speck beside the digit that the line holds.
         contrast = unpad(planes.contrast, planes)
         ink, writing_line = (a if a is None or stands_out(a, contrast) else np.zeros_like(a)
                              for a in (ink, writing_line))
