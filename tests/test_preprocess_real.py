@@ -441,6 +441,30 @@ def test_small_writing_in_a_large_jpeg_is_read_at_full_scale(tmp_path):
         assert abs(x0 - 699) <= 3 and abs(y1 - 718) <= 3
 
 
+def test_a_phone_photo_of_a_strip_of_page_between_two_of_table_is_no_crop(mnist_test, runtime, tmp_path):
+    """A 12 MP phone photo is decoded at 1/8 scale, 500x375: under the size of a digit cropped to its ink
+    (ink.CROP_IMAGE), which was judged on the decoded pixels. Here the table holds most of the image's edge,
+    so it passed for the crop's paper and the page between for a light stroke across it: the "crop" got a
+    margin of table, the page was read as ink and the 6 was read "2". The size is the photo's own."""
+    from engine.preprocess.decode import decode
+    from engine.preprocess.ink import cropped_to_ink
+    from engine.render import _pen_glyph
+    h, w = 3000, 4000
+    photo = np.full((h, w), 0.28, np.float32)            # a dark table ...
+    photo[700:2300] = 0.85                               # ... above and below a strip of page across the frame
+    glyph = _pen_glyph(mnist_test.images[50, 0].numpy(), 420, None)  # a 6, 14 % of the height, MNIST's own ink
+    photo[1500:1920, 3000:3420] -= 0.7 * glyph
+    Image.fromarray((photo * 255).round().astype(np.uint8)).save(tmp_path / "phone.jpg", quality=90)
+    d = decode(open_image(tmp_path / "phone.jpg", reduce=True))
+    assert d.scale == 8 and cropped_to_ink(d.gray) and not cropped_to_ink(d.gray, d.scale)
+    ink = extract_ink(str(tmp_path / "phone.jpg"))
+    found = np.array([v * ink.scale for v in ink_box(ink.ink)])  # in the photo's pixels
+    ys, xs = np.nonzero(glyph > 0.5)
+    assert np.abs(found - [3000 + xs.min(), 1500 + ys.min(), 3000 + xs.max(), 1500 + ys.max()]).max() < 40
+    x, _ = preprocess(str(tmp_path / "phone.jpg"), runtime.spec)
+    assert int(mnist_test.labels[50]) == 6 and int(runtime.predict_proba(x)[0].argmax()) == 6
+
+
 def test_a_soft_shadow_is_not_a_table_and_a_sharp_dark_edge_is():
     from engine.preprocess.clean import outside_paper
     xx = np.arange(800, dtype=np.float32)[None, :].repeat(600, 0)

@@ -32,8 +32,8 @@ GRID = 4                # ... with its level in each cell of a GRID x GRID grid 
 EDGE_INK = 0.1          # ... unless more than this share of the image's edge is not paper (a table)
 PAPER_STEP = 0.25       # the polarity is judged where the paper's brightness changes by less than this nearby
 PAPER_NEAR = 3          # ... and near a step in it, against a median this many times narrower
-CROP_IMAGE = 600        # a digit cropped to its ink: under this many pixels on its longer side (a photo of a
-                        # page is larger: a 1600x1200 one is read at 800x600),
+CROP_IMAGE = 600        # a digit cropped to its ink: under this many pixels on its longer side, the image's own
+                        # (a photo of a page is larger, though a 12 MP one is decoded at 500x375),
 CROP_CONTRAST = 0.3     # ... its ink this much darker (lighter) than its paper,
 CROP_SPREAD = 0.2       # ... the paper spreading less than this share of that (a scan's, not a photo's light),
 CROP_EDGE = 0.25        # ... (its strokes with their rims: off the paper by this share of the ink's step),
@@ -119,17 +119,17 @@ def uniform_paper(plane: np.ndarray, small: np.ndarray | None = None) -> tuple[f
     return level, float(np.median(ink))
 
 
-def cropped_to_ink(gray: np.ndarray) -> bool:
+def cropped_to_ink(gray: np.ndarray, scale: float = 1.0) -> bool:
     """Is the image a digit cropped to its ink (a crop of a scan, a tightly cut drawing)? It is small
-    (CROP_IMAGE), and on the small copy the ink (the Otsu class that holds less of the image's edge: a bold
-    digit may be more ink than paper) stands out (CROP_CONTRAST) from an even paper (CROP_SPREAD), and one
-    stroke with its faint rim (off the paper's level by CROP_EDGE of the ink's step: where the cut was made;
-    or a pixel short of that) reaches from one of the image's edges to the opposite one, spans half
-    its width and half its height at least (no ruled line, no speck of grain) and cuts the paper at the edge
-    in two pieces or more (each CROP_PIECE of the image at least). With no paper around it, such strokes are
-    as dark, as sharp and (in so small an image) as wide as a table beside a page, and would be taken for
-    one; a page beside a table, or a blank one, is in one piece."""
-    if max(gray.shape) >= CROP_IMAGE:
+    (CROP_IMAGE, in the image's own pixels: scale is its pixels per pixel of gray), and on the small copy the
+    ink (the Otsu class that holds less of the image's edge: a bold digit may be more ink than paper) stands out
+    (CROP_CONTRAST) from an even paper (CROP_SPREAD), and one stroke with its faint rim (off the paper's level
+    by CROP_EDGE of the ink's step: where the cut was made; or a pixel short of that) reaches from one of the
+    image's edges to the opposite one, spans half its width and half its height at least (no ruled line, no
+    speck of grain) and cuts the paper at the edge in two pieces or more (each CROP_PIECE of the image at
+    least). With no paper around it, such strokes are as dark, as sharp and (in so small an image) as wide as a
+    table beside a page, and would be taken for one; a page beside a table, or a blank one, is in one piece."""
+    if max(gray.shape) * scale >= CROP_IMAGE:
         return False
     small = _small(gray)
     paper, _ = _paper(small, edge=True)
@@ -373,7 +373,7 @@ def raw_ink(value, strokes: bool = True) -> tuple[np.ndarray, float, str, Decode
         return d.alpha.astype(np.float32), d.scale, "image", None
     if not strokes:
         return global_ink(d.gray).astype(np.float32), d.scale, "image", d
-    if cropped_to_ink(d.gray):
+    if cropped_to_ink(d.gray, d.scale):
         d = with_margin(d)
     return ink_from_planes(d).astype(np.float32), d.scale, "image", d
 
