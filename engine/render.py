@@ -18,7 +18,9 @@ lines every fifth, some a grid of dots; the digit one and a half to three and a 
 digit written in one of a form's printed boxes, a row of one to five, dark or light, some sharing walls),
 "cropped" (a scan or screenshot cut to the digit's ink: no paper around it, the ink touching the image's edge
 on every side; its own size to eight times it, ballpoint of any colour or MNIST's own ink, a quarter light on
-dark, PNG or JPEG).
+dark, PNG or JPEG), "phone" (a photo as a phone takes it: 4000x3000 or 3000x4000, 12 megapixels, otherwise
+like "photo", its blur as many pixels wider; the digit 3 to 25 % of the height, down to a digit a ruled line
+high on a whole page).
 
 Whole numbers: render_number(digits_u8, kind, rng) writes several real digits side by side, "apart" or
 "touching" (sketchpad values), "photo" (dark ink on photographed paper) or "form" (a digit in each of a form's
@@ -35,7 +37,8 @@ from PIL import Image
 
 from engine.data import thin
 
-KINDS = ("sketch", "jpeg", "inverted", "strays", "fat", "pencil", "ruled", "photo", "squared", "form", "cropped")
+KINDS = ("sketch", "jpeg", "inverted", "strays", "fat", "pencil", "ruled", "photo", "squared", "form", "cropped",
+         "phone")
 
 
 def _upscale(digit_u8: np.ndarray, size: int) -> np.ndarray:
@@ -337,8 +340,12 @@ def _pencil(digit_u8, rng) -> Image.Image:
     return _finish(rgb, rng, (0, 1.5), (0.005, 0.03), (50, 96))
 
 
-def _photo(digit_u8, rng) -> Image.Image:
-    H, W = (1200, 1600) if rng.random() < 0.6 else (1600, 1200)
+def _photo(digit_u8, rng, frame: tuple[int, int] = (1200, 1600), size_of_height: tuple[float, float] = (0.08, 0.25)
+           ) -> Image.Image:
+    """A phone photo of the digit on a page (frame: its height and width, landscape; portrait at random), the
+    digit size_of_height of the frame's height tall."""
+    H, W = frame if rng.random() < 0.6 else frame[::-1]
+    blur = frame[0] / 1200  # the camera's blur, in pixels, grows with them
     from PIL import ImageDraw
     table = np.asarray([rng.uniform(0.1, 0.5), rng.uniform(0.08, 0.4), rng.uniform(0.05, 0.35)], np.float32)
     tex = 1 + rng.uniform(0.05, 0.3) * _smooth_noise(H, W, int(rng.integers(8, 40)), rng)
@@ -360,7 +367,7 @@ def _photo(digit_u8, rng) -> Image.Image:
     paper = np.ones(3, np.float32) * rng.uniform(0.8, 1.0)
     rgb = rgb * (1 - m[..., None]) + paper * m[..., None]
     # The digit: small, on the page, away from its edges.
-    size = int(rng.uniform(0.08, 0.25) * H)
+    size = int(rng.uniform(*size_of_height) * H)
     pen = rng.uniform(0.04, 0.1) * size if rng.random() < 0.7 else None
     glyph = _pen_glyph(digit_u8, size, rng, pen)
     inner = np.asarray(mask) > 0
@@ -372,7 +379,7 @@ def _photo(digit_u8, rng) -> Image.Image:
     ink[y:y + size, x:x + size] = glyph
     colour = INKS[("black", "blue")[rng.integers(2)]]
     rgb = _compose(rgb, ink * m, colour, _light(H, W, rng, rng.uniform(0.2, 0.6)))
-    return _finish(rgb, rng, (0.3, 2.0), (0.005, 0.03), (65, 96))
+    return _finish(rgb, rng, (0.3 * blur, 2.0 * blur), (0.005, 0.03), (65, 96))
 
 
 def _cropped(digit_u8, rng) -> Image.Image:
@@ -413,6 +420,8 @@ def render(digit_u8: np.ndarray, kind: str, rng: np.random.Generator):
         return _form(digit_u8, rng)
     if kind == "cropped":
         return _cropped(digit_u8, rng)
+    if kind == "phone":
+        return _photo(digit_u8, rng, (3000, 4000), (0.03, 0.25))
     if kind == "jpeg":
         H, W = int(rng.integers(240, 641)), int(rng.integers(240, 641))
         size = int(rng.integers(int(0.4 * min(H, W)), int(0.95 * min(H, W)) + 1))
