@@ -494,6 +494,42 @@ def test_a_page_in_shadow_as_dark_as_the_table_is_kept_and_the_table_is_not(tmp_
     assert abs(x0 - 637) <= 3 and abs(y0 - 227) <= 3 and abs(x1 - 664) <= 3 and abs(y1 - 334) <= 3
 
 
+def _on_a_light_desk(digit_u8: np.ndarray) -> np.ndarray:
+    """A 1600x1200 photo's luma: a page under light fading downwards, from a slightly tilted straight edge on,
+    on a light, mottled desk (wood, stone, fabric), the digit in ballpoint on the page."""
+    from engine.render import _pen_glyph, _smooth_noise
+    h, w = 1200, 1600
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    desk = 0.62 * (1 + 0.25 * _smooth_noise(h, w, 24, rng))
+    gray = np.where(xx > 260 + 0.06 * yy, 0.95 - 0.3 * yy / h, desk)
+    gray[650:890, 1000:1240] -= 0.7 * _pen_glyph(digit_u8, 240, rng, 14)
+    return gray.astype(np.float32)
+
+
+def test_a_page_on_a_light_mottled_desk_is_told_from_the_desk(mnist_test, runtime, tmp_path):
+    """A desk too light, or too mottled, to be found as a dark table: its mottle was read as ink, and a piece
+    of desk was taken for the writing (a 0 read "1", "8225" or "no digit found" in such photos). The page's
+    edge is a sharp straight step across the photo, darker beyond it as far as a stroke is wide and further:
+    what lies beyond it is left out."""
+    from engine.preprocess.clean import outside_paper
+    gray = _on_a_light_desk(mnist_test.images[10, 0].numpy())  # a 0
+    out = outside_paper(gray)
+    assert out is not None and out[:, :240].mean() > 0.95 and not out[:, 400:].any()
+    Image.fromarray((gray * 255).round().astype(np.uint8)).save(tmp_path / "desk.jpg", quality=90)
+    x, _ = preprocess(str(tmp_path / "desk.jpg"), runtime.spec)
+    assert int(mnist_test.labels[10]) == 0 and int(runtime.predict_proba(x)[0].argmax()) == 0
+
+
+def test_a_stroke_s_straight_edge_is_no_page_edge():
+    """A large, bold 1 on plain paper: its edge is a sharp straight step along most of the image's height, but
+    past the stroke lies the paper again, so it is no page's edge and nothing is left out."""
+    from engine.preprocess.clean import outside_paper
+    gray = _page(600, 800)
+    gray[20:580, 330:380] = 0.15
+    assert outside_paper(gray) is None
+
+
 def test_ink_written_along_a_ruled_line_is_kept():
     ink = np.zeros((600, 800), np.float32)
     for y in range(40, 600, 48):

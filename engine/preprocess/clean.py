@@ -6,7 +6,8 @@
 
 1. outside_paper: in a photo the page may not fill the frame; the table (a wide dark area touching the
    image's edge, found on a small Otsu-thresholded copy: what survives an opening wider than any stroke; its
-   darker part where page in a shadow joined it, its edge with that page soft) and a band along its edge are
+   darker part where page in a shadow joined it, its edge with that page soft; and what lies beyond the
+   page's straight, sharp edges: a light or mottled desk, not found as dark) and a band along its edge are
    not ink, nor is what lies nearly all a little further in (the page's outline).
 2. remove_lines: ruled and margin lines, long thin straight structures running across the page in any
    colour (the ink map holds coloured lines as ink: it is made from the darkest channel), found by a Hough
@@ -38,6 +39,12 @@ SOLID = 0.12             # a table is dark and wider than this fraction of the s
 SHARP = 0.3              # ... and its boundary is a step, not a soft shadow's edge (see outside_paper)
 TABLE_STEP = 0.2         # ... and darker than the page by at least this (of full scale)
 SOFT_SHARE = 0.2         # a dark region soft along more of its boundary than this holds some page in shadow
+EDGE_LENGTH = 0.3        # a straight edge this long at least (of the shorter side) may be the page's,
+EDGE_COVER = 0.6         # ... if along this share of its course across the image it is a sharp step,
+EDGE_STEP = 0.04         # ... darker on one side by this much (of full scale),
+EDGE_TRIES = 16          # ... (the most voted straight lines of the Hough transform that are looked at)
+EDGE_DEPTH = (0.03, 0.08, 0.15)  # ... out to these distances beyond it (of the shorter side: past any stroke),
+PAGE_LEFT = 0.5          # ... and leaves this share of the image to the page
 GROUND = 0.6             # dark regions over this share of the image are the ground (light ink on dark), no table
 EDGE_BAND = 0.02         # and ink this close to it (fraction of the shorter side) is the paper's edge,
 TABLE_SHARE = 0.5        # ... and so is ink whose component lies at least this much in that region;
@@ -104,7 +111,7 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
     _, dark = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
     side = min(small.shape)
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(3, int(SOLID * side)),) * 2)
-    grad = []  # the steepest climb within two pixels of each point (made once, only where a region needs it)
+    grad = []  # the steepest climb within two pixels of each point (made once, where first needed: _steepest)
     out = np.zeros_like(dark)
     for region in _solid_at_edge(dark, k):
         step, soft = _boundary(region, small, k, grad)
@@ -117,6 +124,11 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
                 out |= table * _is_table(*_boundary(table, small, k, grad))
         elif _is_table(step, soft):
             out |= region
+    # and the desk beyond the page's straight edges: a light one, or one as mottled as the page's light is
+    # uneven, not found as dark (or only in part)
+    edges = _beyond_page_edges(u8, small, grad)
+    if (out | edges).mean() <= 1 - PAGE_LEFT:
+        out |= edges
     if not out.any():
         return None
     if out.mean() > GROUND:  # the dark ground itself (light ink on dark, a dark page): not a table
@@ -124,6 +136,64 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
     band = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(2 * EDGE_BAND * side),) * 2)
     out = cv2.dilate(out, band)
     return cv2.resize(out, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list) -> np.ndarray:
+    """uint8 mask of the copy: what lies beyond the page's straight edges (the page is convex, so the region
+    outside it is the union of the half-planes beyond its edges). An edge: a straight step across the copy
+    (found by a Hough transform of its Canny edges), along EDGE_COVER of its course across the image darker
+    on one side (the same side) by EDGE_STEP, and sharp (climbing SHARP of its step per pixel, as the page's
+    own edge does and a shadow's does not), darker than the page by EDGE_STEP out to EDGE_DEPTH beyond it, and
+    leaving the page at least PAGE_LEFT of the image. A ruled or printed line is no edge: it is the same paper
+    on both of its sides; nor is a stroke's straight edge: past the stroke lies paper again."""
+    h, w = small.shape
+    out = np.zeros((h, w), np.uint8)
+    length = EDGE_LENGTH * min(h, w)
+    lines = cv2.HoughLines(cv2.Canny(cv2.GaussianBlur(u8, (5, 5), 1.5), 20, 50), 1, np.pi / 180, int(length))
+    if lines is None:
+        return out
+    steepest = _steepest(small, grad)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    seen: list[tuple[float, float]] = []
+    for rho, theta in lines[:, 0]:  # the most voted first
+        if len(seen) == EDGE_TRIES:
+            break
+        if any(abs(rho - r) < 4 and abs(theta - t) < np.radians(2) for r, t in seen):
+            continue  # the same line, a pixel or a degree off
+        seen.append((rho, theta))
+        nrm = np.array([np.cos(theta), np.sin(theta)])
+        p0, u = rho * nrm, np.array([-nrm[1], nrm[0]])
+        # the line's course across the image, sampled every 2 px, and the step across it a few px to each side
+        ts = [(lim - p0[k]) / u[k] for k, top in ((0, w - 1), (1, h - 1)) if abs(u[k]) > 1e-9 for lim in (0, top)]
+        ts = [t for t in ts if -0.5 <= p0[0] + t * u[0] <= w - 0.5 and -0.5 <= p0[1] + t * u[1] <= h - 0.5]
+        if len(ts) < 2 or max(ts) - min(ts) < length:
+            continue
+        at = p0 + np.linspace(min(ts), max(ts), int((max(ts) - min(ts)) / 2))[:, None] * u
+
+        def sample(image: np.ndarray, offset: float) -> np.ndarray:
+            q = (at + offset * nrm).astype(np.float32)
+            return cv2.remap(image, q[:, :1], q[:, 1:], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[:, 0]
+
+        steps = np.median([sample(small, k) - sample(small, -k) for k in (3, 4, 5)], axis=0)
+        sign = 1.0 if np.median(steps) > 0 else -1.0
+        edge = (steps * sign >= EDGE_STEP) & (sample(steepest, 0) >= SHARP * steps * sign)
+        if edge.mean() < EDGE_COVER:
+            continue
+        # It stays darker than the page out to EDGE_DEPTH beyond it (a stroke's straight edge, a large '1''s,
+        # has paper again past the stroke), and the image goes on that far beyond it (a line along the image's
+        # border has no room beyond it to tell).
+        corners = np.array([(0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1)], np.float64)
+        if float(((corners - p0) @ nrm * -sign).max()) < EDGE_DEPTH[1] * min(h, w):
+            continue
+        page = float(np.median(sample(small, 4 * sign)))
+        if max(float(np.median(sample(small, -sign * d * min(h, w)))) for d in EDGE_DEPTH) > page - EDGE_STEP:
+            continue
+        beyond = ((xx - p0[0]) * nrm[0] + (yy - p0[1]) * nrm[1]) * sign < 0  # the darker side
+        if beyond.mean() <= 1 - PAGE_LEFT:
+            out |= beyond.astype(np.uint8)
+    if out.mean() > 1 - PAGE_LEFT:
+        out[:] = 0
+    return out
 
 
 def _solid_at_edge(dark: np.ndarray, k: np.ndarray) -> list[np.ndarray]:
@@ -145,10 +215,15 @@ def _boundary(region: np.ndarray, small: np.ndarray, k: np.ndarray, grad: list) 
         return 0.0, 0.0
     around = (cv2.dilate(region, k) - region).astype(bool)
     step = float(np.median(small[around])) - float(np.median(small[region.astype(bool)]))
+    return step, float((_steepest(small, grad)[edge] < SHARP * step).mean())
+
+
+def _steepest(small: np.ndarray, grad: list) -> np.ndarray:
+    """The steepest climb within two pixels of each point of the copy (made once: grad holds it after)."""
     if not grad:
         gy, gx = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3) / 8, cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3) / 8
         grad.append(cv2.dilate(np.hypot(gx, gy), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))))
-    return step, float((grad[0][edge] < SHARP * step).mean())
+    return grad[0]
 
 
 def _is_table(step: float, soft: float) -> bool:
