@@ -20,7 +20,8 @@ digit written in one of a form's printed boxes, a row of one to five, dark or li
 on every side; its own size to eight times it, ballpoint of any colour or MNIST's own ink, a quarter light on
 dark, PNG or JPEG), "phone" (a photo as a phone takes it: 4000x3000 or 3000x4000, 12 megapixels, otherwise
 like "photo", its blur as many pixels wider; the digit 3 to 25 % of the height, down to a digit a ruled line
-high on a whole page).
+high on a whole page), "desk" (the "photo" kind on a light desk: its surface 0.5 to 0.85 of white in each of
+red, green and blue, where the photo's table is 0.05 to 0.5, as mottled).
 
 Whole numbers: render_number(digits_u8, kind, rng) writes several real digits side by side, "apart" or
 "touching" (sketchpad values), "photo" (dark ink on photographed paper) or "form" (a digit in each of a form's
@@ -38,7 +39,7 @@ from PIL import Image
 from engine.data import thin
 
 KINDS = ("sketch", "jpeg", "inverted", "strays", "fat", "pencil", "ruled", "photo", "squared", "form", "cropped",
-         "phone")
+         "phone", "desk")
 
 
 def _upscale(digit_u8: np.ndarray, size: int) -> np.ndarray:
@@ -340,14 +341,18 @@ def _pencil(digit_u8, rng) -> Image.Image:
     return _finish(rgb, rng, (0, 1.5), (0.005, 0.03), (50, 96))
 
 
-def _photo(digit_u8, rng, frame: tuple[int, int] = (1200, 1600), size_of_height: tuple[float, float] = (0.08, 0.25)
-           ) -> Image.Image:
+DARK_TABLE = ((0.1, 0.5), (0.08, 0.4), (0.05, 0.35))  # a table's red, green and blue: dark, warm
+LIGHT_DESK = ((0.5, 0.85),) * 3                       # a light desk's: wood, stone, laminate, fabric, any hue
+
+
+def _photo(digit_u8, rng, frame: tuple[int, int] = (1200, 1600), size_of_height: tuple[float, float] = (0.08, 0.25),
+           table_rgb: tuple = DARK_TABLE) -> Image.Image:
     """A phone photo of the digit on a page (frame: its height and width, landscape; portrait at random), the
-    digit size_of_height of the frame's height tall."""
+    digit size_of_height of the frame's height tall, the table's colour drawn from table_rgb, mottled."""
     H, W = frame if rng.random() < 0.6 else frame[::-1]
     blur = frame[0] / 1200  # the camera's blur, in pixels, grows with them
     from PIL import ImageDraw
-    table = np.asarray([rng.uniform(0.1, 0.5), rng.uniform(0.08, 0.4), rng.uniform(0.05, 0.35)], np.float32)
+    table = np.asarray([rng.uniform(*levels) for levels in table_rgb], np.float32)
     tex = 1 + rng.uniform(0.05, 0.3) * _smooth_noise(H, W, int(rng.integers(8, 40)), rng)
     rgb = table * tex[..., None]
     # The page: the frame minus a strip of table on one or two sides (an uncut side runs on past the frame),
@@ -422,6 +427,8 @@ def render(digit_u8: np.ndarray, kind: str, rng: np.random.Generator):
         return _cropped(digit_u8, rng)
     if kind == "phone":
         return _photo(digit_u8, rng, (3000, 4000), (0.03, 0.25))
+    if kind == "desk":
+        return _photo(digit_u8, rng, table_rgb=LIGHT_DESK)
     if kind == "jpeg":
         H, W = int(rng.integers(240, 641)), int(rng.integers(240, 641))
         size = int(rng.integers(int(0.4 * min(H, W)), int(0.95 * min(H, W)) + 1))
