@@ -144,8 +144,9 @@ def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list) -> np.ndar
     (found by a Hough transform of its Canny edges), along EDGE_COVER of its course across the image darker
     on one side (the same side) by EDGE_STEP, and sharp (climbing SHARP of its step per pixel, as the page's
     own edge does and a shadow's does not), darker than the page by EDGE_STEP out to EDGE_DEPTH beyond it, and
-    leaving the page at least PAGE_LEFT of the image. A ruled or printed line is no edge: it is the same paper
-    on both of its sides; nor is a stroke's straight edge: past the stroke lies paper again."""
+    leaving the page at least PAGE_LEFT of the image (outside_paper adds them only while, with the table, they
+    still do). A ruled or printed line is no edge: it is the same paper on both of its sides; nor is a stroke's
+    straight edge: past the stroke lies paper again."""
     h, w = small.shape
     out = np.zeros((h, w), np.uint8)
     length = EDGE_LENGTH * min(h, w)
@@ -153,7 +154,8 @@ def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list) -> np.ndar
     if lines is None:
         return out
     steepest = _steepest(small, grad)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    xx, yy = np.arange(w, dtype=np.float32)[None], np.arange(h, dtype=np.float32)[:, None]
+    corners = np.array([(0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1)], np.float64)
     seen: list[tuple[float, float]] = []
     for rho, theta in lines[:, 0]:  # the most voted first
         if len(seen) == EDGE_TRIES:
@@ -182,7 +184,6 @@ def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list) -> np.ndar
         # It stays darker than the page out to EDGE_DEPTH beyond it (a stroke's straight edge, a large '1''s,
         # has paper again past the stroke), and the image goes on that far beyond it (a line along the image's
         # border has no room beyond it to tell).
-        corners = np.array([(0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1)], np.float64)
         if float(((corners - p0) @ nrm * -sign).max()) < EDGE_DEPTH[1] * min(h, w):
             continue
         page = float(np.median(sample(small, 4 * sign)))
@@ -191,8 +192,6 @@ def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list) -> np.ndar
         beyond = ((xx - p0[0]) * nrm[0] + (yy - p0[1]) * nrm[1]) * sign < 0  # the darker side
         if beyond.mean() <= 1 - PAGE_LEFT:
             out |= beyond.astype(np.uint8)
-    if out.mean() > 1 - PAGE_LEFT:
-        out[:] = 0
     return out
 
 
