@@ -247,17 +247,24 @@ def assert_still_serving(server, client, digit_files, label=3) -> None:
     assert predict_file(client, digit_files[label])[0]["label"] == str(label)
 
 
-def files_held_open(pid: int, folder: Path) -> list[str]:
-    """The files under `folder` that process `pid` has open (a deleted one ends in ' (deleted)')."""
-    held = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:  # closed in between
-            continue
-        if target.startswith(str(folder)):
-            held.append(target)
-    return held
+def files_held_open(pid: int, folder: Path, settle: float = 2.0) -> list[str]:
+    """The files under `folder` that process `pid` has open (a deleted one ends in ' (deleted)'), once it has
+    had up to `settle` seconds to finish what it was writing: the answer reaches the client while Gradio may
+    still be writing an output image to its cache (a run saw image.png open just then). A file held longer
+    is held for good."""
+    deadline = time.monotonic() + settle
+    while True:
+        held = []
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:  # closed in between
+                continue
+            if target.startswith(str(folder)):
+                held.append(target)
+        if not held or time.monotonic() > deadline:
+            return held
+        time.sleep(0.05)
 
 
 # ----------------------------------------------------------------------------------------------------
