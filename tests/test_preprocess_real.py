@@ -530,6 +530,55 @@ def test_a_stroke_s_straight_edge_is_no_page_edge():
     assert outside_paper(gray) is None
 
 
+def _sticky_note(digit_u8: np.ndarray, desk: float) -> np.ndarray:
+    """A 1600x1200 photo: a yellow sticky note, a third of the height, a little turned, on a plain desk of
+    the given shade that fills the rest of the frame; the digit in black marker on the note."""
+    from engine.render import _pen_glyph
+    h, w = 1200, 1600
+    rgb = np.full((h, w, 3), desk, np.float32) * np.float32([1.0, 0.9, 0.8])
+    note = cv2.boxPoints(((700, 560), (420, 420), 8)).astype(np.int32)
+    cv2.fillPoly(rgb, [note], (0.97, 0.9, 0.45))
+    glyph = _pen_glyph(digit_u8, 260, np.random.default_rng(0), 20)
+    rgb[430:690, 570:830] *= 1 - 0.9 * glyph[..., None]
+    rgb += np.random.default_rng(1).normal(0, 0.01, (h, w, 1))
+    return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize("desk", [0.08, 0.35], ids=["dark desk", "grey desk"])
+def test_a_sticky_note_on_a_desk_is_the_page(desk, mnist_test, runtime, tmp_path):
+    """A sticky note on a desk that fills most of the photo: the desk was taken for the ground of light ink
+    (the note a bold "0"), or for one level of paper the note and its digit vanished on. The note is a
+    rectangle, which no digit is: it is the page, and the writing is looked for on it alone."""
+    Image.fromarray(_sticky_note(mnist_test.images[1, 0].numpy(), desk)).save(tmp_path / "note.jpg", quality=90)
+    ink = extract_ink(str(tmp_path / "note.jpg"))
+    x0, y0, x1, y1 = (v * ink.scale for v in ink_box(ink.ink))
+    assert 560 <= x0 and x1 <= 840 and 420 <= y0 and y1 <= 700  # the digit, on the note
+    x, _ = preprocess(str(tmp_path / "note.jpg"), runtime.spec)
+    assert int(mnist_test.labels[1]) == 2 and int(runtime.predict_proba(x)[0].argmax()) == 2
+
+
+def test_a_page_s_outline_is_a_rectangle_s_and_no_digit_s_is():
+    from engine.preprocess.ink import page_outline
+    page = np.zeros((300, 400), np.uint8)
+    cv2.fillPoly(page, [cv2.boxPoints(((200, 150), (160, 140), 20)).astype(np.int32)], 1)
+    cv2.line(page, (190, 100), (205, 200), 0, 9)          # the writing on it: holes in the page
+    assert page_outline(page) is not None
+    zero = cv2.ellipse(np.zeros((300, 400), np.uint8), (200, 150), (60, 100), 10, 0, 360, 1, 50)  # a bold 0
+    one = cv2.line(np.zeros((300, 400), np.uint8), (190, 40), (215, 260), 1, 40)               # a bold 1
+    seven = cv2.polylines(np.zeros((300, 400), np.uint8), [np.int32([[120, 60], [280, 60], [180, 260]])], False,
+                          1, 40)
+    small_eight = np.zeros((300, 400), np.uint8)                                               # loops closed up
+    cv2.circle(small_eight, (200, 130), 22, 1, -1), cv2.circle(small_eight, (200, 170), 25, 1, -1)
+    square_zero = np.zeros((300, 400), np.uint8)              # a bold 0 drawn square: it fills its rectangle,
+    cv2.rectangle(square_zero, (120, 70), (280, 230), 1, -1)  # but its round corners leave the rectangle's sides
+    for cx, cy in ((120, 70), (280, 70), (120, 230), (280, 230)):
+        sx, sy = np.sign(200 - cx), np.sign(150 - cy)
+        cv2.rectangle(square_zero, (cx, cy), (cx + 45 * sx, cy + 45 * sy), 0, -1)
+        cv2.circle(square_zero, (cx + 45 * sx, cy + 45 * sy), 45, 1, -1)
+    for digit in (zero, one, seven, small_eight, square_zero, np.zeros((300, 400), np.uint8)):
+        assert page_outline(digit) is None
+
+
 def test_ink_written_along_a_ruled_line_is_kept():
     ink = np.zeros((600, 800), np.float32)
     for y in range(40, 600, 48):

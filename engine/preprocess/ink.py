@@ -12,7 +12,8 @@ ink on a dark ground; the polarity is the one with more ink over its thresholds,
 edge (wide, followed by the light estimate) does not decide it; light ink must be lighter than most of the
 image (its ground), or the dark polarity is taken (the paper in a bold 8's loops is no light ink). The ink
 is then what exceeds a threshold set from the image's own noise and its strongest ink, a local threshold in
-effect since the contrast is already local.
+effect since the contrast is already local. A page lying whole on a desk that fills most of the picture (a
+sticky note) is found before all that: its writing is dark ink on it, its noise the page's, not the desk's.
 """
 from __future__ import annotations
 
@@ -40,6 +41,14 @@ CROP_EDGE = 0.25        # ... (its strokes with their rims: off the paper by thi
 CROP_PIECE = 0.02       # ... and cut by a stroke into two pieces this big (of the image) or more at its edge;
 CROP_MARGIN = 0.2       # ... it gets a margin of its paper this share of its longer side (MNIST's: 4 px of 20)
 LIGHT_GROUND = 0.2      # light ink (its firm part) is lighter than the image's median, its ground, by this
+PAGE_IMAGE = 200        # a page lying whole on a desk (a sticky note) is looked for in images this large or larger:
+PAGE_SIZE = 0.2         # ... it is this share of the image's shorter side across at least, its outline fills
+PAGE_SHAPE = 0.85       # ... this share of its smallest enclosing rectangle and lies within
+PAGE_HUG = 0.03         # ... this share of the rectangle's width of its sides
+PAGE_ALONG = 0.9        # ... along this share of its length, the rectangle no longer than
+PAGE_ASPECT = 2.5       # ... this times its width, and no more than
+PAGE_FRAME = 0.25       # ... this share of its outline lies on the image's edge; its writing is looked for
+PAGE_INSET = 0.03       # ... this share of its width inside its edge
 STAND_OUT = 0.4         # the paper just around writing is at most this share of its strongest ink's contrast
 
 
@@ -171,14 +180,15 @@ def unpad(a: np.ndarray, d: Decoded | None) -> np.ndarray:
     return a[m:a.shape[0] - m, m:a.shape[1] - m] if m else a
 
 
-def _contrast(plane: np.ndarray, dark: bool) -> np.ndarray:
-    """Each pixel's contrast against the paper: one level where the paper is uniform, else its local light
-    (smoothed a little against sensor noise and graphite grain, unless the image is so small that a 3x3
-    blur would be a good part of a stroke: MNIST's own 28x28)."""
+def _contrast(plane: np.ndarray, dark: bool, uniform: bool = True) -> np.ndarray:
+    """Each pixel's contrast against the paper: one level where the paper is uniform (uniform=False: never;
+    a page on a plain desk, whose level that would be), else its local light (smoothed a little against
+    sensor noise and graphite grain, unless the image is so small that a 3x3 blur would be a good part of a
+    stroke: MNIST's own 28x28)."""
     if min(plane.shape) >= 4 * 28:
         plane = cv2.GaussianBlur(plane, (3, 3), 0)
     small = _small(plane)
-    levels = uniform_paper(plane, small)
+    levels = uniform_paper(plane, small) if uniform else None
     bg = background(plane, dark, small) if levels is None else np.float32(levels[0])
     if dark:  # divided: a stroke in a shadow keeps its contrast
         c = plane / np.maximum(bg, 1e-3)
@@ -188,12 +198,12 @@ def _contrast(plane: np.ndarray, dark: bool) -> np.ndarray:
     return np.clip(c, 0, 1, out=c)
 
 
-def _noise(c: np.ndarray, below: bool = False) -> tuple[float, float]:
+def _noise(c: np.ndarray, below: bool = False, within: np.ndarray | None = None) -> tuple[float, float]:
     """The paper's level and noise in a contrast map: median and robust sigma (from the median absolute
     deviation), on a subsample. below: the deviation measured below the median alone, where a dense pattern
     of lines (squared paper) adds none: over a third of the pixels may be such lines, and they would count
-    as the paper's noise."""
-    s = c[::3, ::3]
+    as the paper's noise. within: bool map of the paper (a page on a desk), else all of it."""
+    s = c[::3, ::3] if within is None else c[::3, ::3][within[::3, ::3]]
     med = float(np.median(s))
     return med, 1.4826 * float(np.median(med - s[s <= med] if below else np.abs(s - med)))
 
@@ -208,9 +218,11 @@ def _hysteresis(c: np.ndarray, low: float, high: float) -> np.ndarray:
     return seeded[labels]
 
 
-def _ink(c: np.ndarray, below: bool = False) -> tuple[np.ndarray, float]:
-    """Contrast -> (ink map, its sum); below: see _noise."""
-    med, sigma = _noise(c, below)
+def _ink(c: np.ndarray, below: bool = False, within: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Contrast -> (ink map, its sum); below: see _noise; within: the page, where alone there is ink."""
+    if within is not None:
+        c = c * within
+    med, sigma = _noise(c, below, within)
     low = max(MIN_CONTRAST, med + NOISE_SIGMAS * sigma)
     over = c[c > low]
     if over.size == 0:
@@ -275,6 +287,11 @@ def ink_from_planes(d: Decoded) -> np.ndarray:
     over a threshold from the paper's noise and the strongest ink (hysteresis: faint parts of a stroke hang
     on to its firm parts), rescaled so firm ink is 1 (faint pencil and black ballpoint look alike to the
     model)."""
+    if not d.margin:
+        page = page_on_desk(d.gray)
+        if page is not None:  # a sticky note on a desk: dark writing on the page, none off it
+            d.dark_ink, d.contrast = True, _contrast(d.dark, True, uniform=False)
+            return _ink(d.contrast, within=page)[0]
     dark = d.dark_ink if d.margin else dark_ink(d)  # a crop's paper, the class at its edge, gives its polarity
     contrast = {}
     # When the first polarity finds nothing (a bold digit filling a tiny image), the other; when neither
@@ -322,6 +339,51 @@ def _on_dark_ground(ink: np.ndarray, gray: np.ndarray) -> bool:
     paper inside a bold dark 8's loops (the polarity judged wrong)."""
     firm = ink > INK_THRESHOLD
     return bool(firm.any()) and float(np.median(gray[firm]) - np.median(gray[::2, ::2])) >= LIGHT_GROUND
+
+
+def page_on_desk(gray: np.ndarray) -> np.ndarray | None:
+    """bool HxW: a page lying whole on a desk that fills most of the picture (a sticky note, a card), inside
+    its edge; None for any other picture. The page is the lighter of Otsu's two classes on the small copy
+    when that is under half the image, a rectangle (page_outline) and clear of the image's edge along most
+    of its outline (PAGE_FRAME: the lit part of a page in a shadow, a rectangle too, runs on to the edge)."""
+    h, w = gray.shape
+    if max(h, w) < PAGE_IMAGE:
+        return None
+    small = (_small(gray) * 255).round().astype(np.uint8)
+    _, light = cv2.threshold(small, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if light.mean() > 0.5:  # the paper fills most of the picture: the common case
+        return None
+    outline = page_outline(light)
+    if outline is None:
+        return None
+    x, y = outline[:, 0, 0], outline[:, 0, 1]
+    if np.mean((x == 0) | (y == 0) | (x == small.shape[1] - 1) | (y == small.shape[0] - 1)) > PAGE_FRAME:
+        return None
+    page = cv2.drawContours(np.zeros_like(light), [outline], 0, 1, -1)  # the writing's holes filled
+    inset = _odd(2 * PAGE_INSET * min(cv2.minAreaRect(outline)[1]))
+    page = cv2.erode(page, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (inset, inset)))
+    return cv2.resize(page, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def page_outline(mask: np.ndarray) -> np.ndarray | None:
+    """The outline of the mask's largest component when that is a page seen a little askew, not a digit; else
+    None. The outline (holes, the writing on it, ignored) is a rectangle's: it fills PAGE_SHAPE of its
+    smallest enclosing rectangle (a bold 0's ellipse fills pi/4 of it) and runs along that rectangle's sides
+    (within PAGE_HUG of its width, along PAGE_ALONG of its length: a bold 8 whose loops closed up is a blob
+    that fills its rectangle well, but touches it only here and there), which is no bar (a bold 1's is); and
+    it is a good part of the image (PAGE_SIZE: too few pixels tell no outline)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n < 2:
+        return None
+    big = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+    outline = max(cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0], key=cv2.contourArea)
+    rect = cv2.minAreaRect(outline)
+    w, h = sorted(rect[1])
+    if w < PAGE_SIZE * min(mask.shape) or h > PAGE_ASPECT * w or cv2.contourArea(outline) < PAGE_SHAPE * w * h:
+        return None
+    corners = cv2.boxPoints(rect)
+    off = [abs(cv2.pointPolygonTest(corners, (float(x), float(y)), True)) for x, y in outline[::4, 0]]
+    return outline if float(np.mean(np.array(off) <= max(1.0, PAGE_HUG * w))) >= PAGE_ALONG else None
 
 
 def global_ink(gray: np.ndarray) -> np.ndarray:
