@@ -21,7 +21,8 @@ on every side; its own size to eight times it, ballpoint of any colour or MNIST'
 dark, PNG or JPEG), "phone" (a photo as a phone takes it: 4000x3000 or 3000x4000, 12 megapixels, otherwise
 like "photo", its blur as many pixels wider; the digit 3 to 25 % of the height, down to a digit a ruled line
 high on a whole page), "desk" (the "photo" kind on a light desk: its surface 0.5 to 0.85 of white in each of
-red, green and blue, where the photo's table is 0.05 to 0.5, as mottled).
+red, green and blue, where the photo's table is 0.05 to 0.5, as mottled), "note" (a photo of a sticky note, yellow,
+pink, green, blue or white, on a desk of any shade that fills most of the frame).
 
 Whole numbers: render_number(digits_u8, kind, rng) writes several real digits side by side, "apart" or
 "touching" (sketchpad values), "photo" (dark ink on photographed paper) or "form" (a digit in each of a form's
@@ -39,7 +40,7 @@ from PIL import Image
 from engine.data import thin
 
 KINDS = ("sketch", "jpeg", "inverted", "strays", "fat", "pencil", "ruled", "photo", "squared", "form", "cropped",
-         "phone", "desk")
+         "phone", "desk", "note")
 
 
 def _upscale(digit_u8: np.ndarray, size: int) -> np.ndarray:
@@ -345,6 +346,12 @@ DARK_TABLE = ((0.1, 0.5), (0.08, 0.4), (0.05, 0.35))  # a table's red, green and
 LIGHT_DESK = ((0.5, 0.85),) * 3                       # a light desk's: wood, stone, laminate, fabric, any hue
 
 
+def _surface(H: int, W: int, rng: np.random.Generator, rgb: np.ndarray) -> np.ndarray:
+    """A table or desk of colour rgb filling the frame, mottled."""
+    tex = 1 + rng.uniform(0.05, 0.3) * _smooth_noise(H, W, int(rng.integers(8, 40)), rng)
+    return rgb * tex[..., None]
+
+
 def _photo(digit_u8, rng, frame: tuple[int, int] = (1200, 1600), size_of_height: tuple[float, float] = (0.08, 0.25),
            table_rgb: tuple = DARK_TABLE) -> Image.Image:
     """A phone photo of the digit on a page (frame: its height and width, landscape; portrait at random), the
@@ -352,9 +359,7 @@ def _photo(digit_u8, rng, frame: tuple[int, int] = (1200, 1600), size_of_height:
     H, W = frame if rng.random() < 0.6 else frame[::-1]
     blur = frame[0] / 1200  # the camera's blur, in pixels, grows with them
     from PIL import ImageDraw
-    table = np.asarray([rng.uniform(*levels) for levels in table_rgb], np.float32)
-    tex = 1 + rng.uniform(0.05, 0.3) * _smooth_noise(H, W, int(rng.integers(8, 40)), rng)
-    rgb = table * tex[..., None]
+    rgb = _surface(H, W, rng, np.asarray([rng.uniform(*levels) for levels in table_rgb], np.float32))
     # The page: the frame minus a strip of table on one or two sides (an uncut side runs on past the frame),
     # slightly rotated.
     edges = [-0.3 * W, -0.3 * H, 1.3 * W, 1.3 * H]  # left, top, right, bottom
@@ -385,6 +390,37 @@ def _photo(digit_u8, rng, frame: tuple[int, int] = (1200, 1600), size_of_height:
     colour = INKS[("black", "blue")[rng.integers(2)]]
     rgb = _compose(rgb, ink * m, colour, _light(H, W, rng, rng.uniform(0.2, 0.6)))
     return _finish(rgb, rng, (0.3 * blur, 2.0 * blur), (0.005, 0.03), (65, 96))
+
+
+NOTES = ((0.98, 0.92, 0.45), (0.98, 0.7, 0.8), (0.6, 0.9, 0.7), (0.6, 0.8, 0.98), (0.98, 0.98, 0.95))  # sticky notes
+
+
+def _note(digit_u8, rng) -> Image.Image:
+    """A phone photo of the digit on a sticky note (yellow, pink, green, blue or white) on a desk that fills
+    most of the frame: the note 30 to 60 % of the frame's shorter side, turned up to 15 degrees, the digit a
+    half to four fifths of it."""
+    from PIL import ImageDraw
+    H, W = (1200, 1600) if rng.random() < 0.6 else (1600, 1200)
+    rgb = _surface(H, W, rng, rng.uniform(0.05, 0.85) * rng.uniform(0.75, 1.1, 3).astype(np.float32))  # any shade
+    side = rng.uniform(0.3, 0.6) * min(H, W)
+    cx, cy = rng.uniform(side / 2, W - side / 2), rng.uniform(side / 2, H - side / 2)
+    a = np.radians(rng.uniform(-15, 15))
+    poly = [(cx + x * np.cos(a) - y * np.sin(a), cy + x * np.sin(a) + y * np.cos(a))
+            for x, y in ((-side / 2, -side / 2), (side / 2, -side / 2), (side / 2, side / 2), (-side / 2, side / 2))]
+    mask = Image.new("L", (W, H), 0)
+    ImageDraw.Draw(mask).polygon(poly, fill=255)
+    m = _blur(np.asarray(mask, np.float32) / 255, rng.uniform(0.5, 2))
+    note = np.asarray(NOTES[rng.integers(len(NOTES))], np.float32)
+    rgb = rgb * (1 - m[..., None]) + note * m[..., None]
+    size = int(rng.uniform(0.5, 0.8) * side)
+    pen = rng.uniform(0.04, 0.12) * size if rng.random() < 0.7 else None
+    glyph = _pen_glyph(digit_u8, size, rng, pen)
+    y, x = int(cy - size / 2), int(cx - size / 2)
+    ink = np.zeros((H, W), np.float32)
+    ink[y:y + size, x:x + size] = glyph
+    colour = INKS[("black", "blue")[rng.integers(2)]]
+    rgb = _compose(rgb, ink * m, colour, _light(H, W, rng, rng.uniform(0.1, 0.4)))
+    return _finish(rgb, rng, (0.3, 2.0), (0.005, 0.03), (65, 96))
 
 
 def _cropped(digit_u8, rng) -> Image.Image:
@@ -429,6 +465,8 @@ def render(digit_u8: np.ndarray, kind: str, rng: np.random.Generator):
         return _photo(digit_u8, rng, (3000, 4000), (0.03, 0.25))
     if kind == "desk":
         return _photo(digit_u8, rng, table_rgb=LIGHT_DESK)
+    if kind == "note":
+        return _note(digit_u8, rng)
     if kind == "jpeg":
         H, W = int(rng.integers(240, 641)), int(rng.integers(240, 641))
         size = int(rng.integers(int(0.4 * min(H, W)), int(0.95 * min(H, W)) + 1))
