@@ -47,7 +47,8 @@ PAGE_SHAPE = 0.85       # ... this share of its smallest enclosing rectangle and
 PAGE_HUG = 0.03         # ... this share of the rectangle's width of its sides
 PAGE_ALONG = 0.9        # ... along this share of its length, the rectangle no longer than
 PAGE_ASPECT = 2.5       # ... this times its width, and no more than
-PAGE_FRAME = 0.25       # ... this share of its outline lies on the image's edge; its writing is looked for
+PAGE_FRAME = 0.25       # ... this share of its outline lies on the image's edge, it is lighter than the desk
+PAGE_STEP = 0.08        # ... around it by this (of full scale) at least; its writing is looked for
 PAGE_INSET = 0.03       # ... this share of its width inside its edge
 PAGE_TRIES = 4          # ... (the page is looked for above Otsu's threshold and this many - 1 higher ones)
 STAND_OUT = 0.4         # the paper just around writing is at most this share of its strongest ink's contrast
@@ -345,33 +346,44 @@ def _on_dark_ground(ink: np.ndarray, gray: np.ndarray) -> bool:
 def page_on_desk(gray: np.ndarray) -> np.ndarray | None:
     """bool HxW: a page lying whole on a desk that fills most of the picture (a sticky note, a card), inside
     its edge; None for any other picture. The page is what is lighter than Otsu's threshold on the small
-    copy, or than one of a few higher ones, when that is under half the image, a rectangle (page_outline)
-    and clear of the image's edge along most of its outline (PAGE_FRAME: the lit part of a page in a
-    shadow, a rectangle too, runs on to the edge)."""
+    copy (when that is under half the image), or than one of a few higher ones, a rectangle (page_outline),
+    clear of the image's edge along most of its outline (PAGE_FRAME: the lit part of a page in a shadow, a
+    rectangle too, runs on to the edge) and lighter than the desk around it (_stands_above)."""
     h, w = gray.shape
     if max(h, w) < PAGE_IMAGE:
         return None
     small = (_small(gray) * 255).round().astype(np.uint8)
-    otsu, _ = cv2.threshold(small, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    otsu, light = cv2.threshold(small, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    if light.mean() > 0.5:  # the paper fills most of the picture: the common case
+        return None
     # Otsu's threshold, then higher ones: the lighter mottle of a mid-grey desk may reach the page's light
     # and join it at Otsu's, but seldom all of it
     top = float(np.percentile(small, 99))
     for t in otsu + (top - otsu) * np.arange(PAGE_TRIES) / PAGE_TRIES:
         light = (small > t).astype(np.uint8)
-        if light.mean() > 0.5:  # the paper fills most of the picture: the common case
-            continue
         outline = page_outline(light)
         if outline is None:
             continue
         x, y = outline[:, 0, 0], outline[:, 0, 1]
-        if np.mean((x == 0) | (y == 0) | (x == small.shape[1] - 1) | (y == small.shape[0] - 1)) <= PAGE_FRAME:
+        if np.mean((x == 0) | (y == 0) | (x == small.shape[1] - 1) | (y == small.shape[0] - 1)) > PAGE_FRAME:
+            continue
+        page = cv2.drawContours(np.zeros_like(light), [outline], 0, 1, -1)  # the writing's holes filled
+        if _stands_above(page, small):
             break
     else:
         return None
-    page = cv2.drawContours(np.zeros_like(light), [outline], 0, 1, -1)  # the writing's holes filled
     inset = _odd(2 * PAGE_INSET * min(cv2.minAreaRect(outline)[1]))
     page = cv2.erode(page, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (inset, inset)))
     return cv2.resize(page, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
+def _stands_above(page: np.ndarray, small: np.ndarray) -> bool:
+    """Is the page (uint8 mask of the small uint8 copy) lighter by PAGE_STEP than the desk just around it (a
+    ring a few pixels out, past its blurred edge)? The lit cells of squared paper, a rectangle too above a
+    high threshold, are not: around them lies the same paper."""
+    near, far = (cv2.dilate(page, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) for k in (5, 13))
+    ring = far > near
+    return bool(ring.any()) and float(np.median(small[page > 0]) - np.median(small[ring])) >= 255 * PAGE_STEP
 
 
 def page_outline(mask: np.ndarray) -> np.ndarray | None:
