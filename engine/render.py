@@ -352,13 +352,24 @@ def _surface(H: int, W: int, rng: np.random.Generator, rgb: np.ndarray) -> np.nd
     return rgb * tex[..., None]
 
 
+def _page_mask(corners: list, centre: tuple[float, float], a: float, H: int, W: int, rng
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The page's HxW masks, (bool: inside it, float32 in [0, 1]: its edge softened by the camera): its corners
+    (offsets from its centre) turned by a radians about the centre."""
+    from PIL import ImageDraw
+    cx, cy = centre
+    mask = Image.new("L", (W, H), 0)
+    ImageDraw.Draw(mask).polygon([(cx + x * np.cos(a) - y * np.sin(a), cy + x * np.sin(a) + y * np.cos(a))
+                                  for x, y in corners], fill=255)
+    return np.asarray(mask) > 0, _blur(np.asarray(mask, np.float32) / 255, rng.uniform(0.5, 2))
+
+
 def _photo(digit_u8, rng, frame: tuple[int, int] = (1200, 1600), size_of_height: tuple[float, float] = (0.08, 0.25),
            table_rgb: tuple = DARK_TABLE) -> Image.Image:
     """A phone photo of the digit on a page (frame: its height and width, landscape; portrait at random), the
     digit size_of_height of the frame's height tall, the table's colour drawn from table_rgb, mottled."""
     H, W = frame if rng.random() < 0.6 else frame[::-1]
     blur = frame[0] / 1200  # the camera's blur, in pixels, grows with them
-    from PIL import ImageDraw
     rgb = _surface(H, W, rng, np.asarray([rng.uniform(*levels) for levels in table_rgb], np.float32))
     # The page: the frame minus a strip of table on one or two sides (an uncut side runs on past the frame),
     # slightly rotated.
@@ -368,19 +379,14 @@ def _photo(digit_u8, rng, frame: tuple[int, int] = (1200, 1600), size_of_height:
         edges[side] = cut * (W, H)[side % 2] if side < 2 else (1 - cut) * (W, H)[side % 2]
     left, top, right, bottom = edges
     cx, cy = (max(left, 0) + min(right, W)) / 2, (max(top, 0) + min(bottom, H)) / 2
-    a = np.radians(rng.uniform(-6, 6))
-    poly = [(cx + (x - cx) * np.cos(a) - (y - cy) * np.sin(a), cy + (x - cx) * np.sin(a) + (y - cy) * np.cos(a))
-            for x, y in ((left, top), (right, top), (right, bottom), (left, bottom))]
-    mask = Image.new("L", (W, H), 0)
-    ImageDraw.Draw(mask).polygon(poly, fill=255)
-    m = _blur(np.asarray(mask, np.float32) / 255, rng.uniform(0.5, 2))
+    corners = [(x - cx, y - cy) for x, y in ((left, top), (right, top), (right, bottom), (left, bottom))]
+    inner, m = _page_mask(corners, (cx, cy), np.radians(rng.uniform(-6, 6)), H, W, rng)
     paper = np.ones(3, np.float32) * rng.uniform(0.8, 1.0)
     rgb = rgb * (1 - m[..., None]) + paper * m[..., None]
     # The digit: small, on the page, away from its edges.
     size = int(rng.uniform(*size_of_height) * H)
     pen = rng.uniform(0.04, 0.1) * size if rng.random() < 0.7 else None
     glyph = _pen_glyph(digit_u8, size, rng, pen)
-    inner = np.asarray(mask) > 0
     for _ in range(200):
         y, x = int(rng.integers(0, H - size)), int(rng.integers(0, W - size))
         if inner[y, x] and inner[y + size - 1, x + size - 1] and inner[y, x + size - 1] and inner[y + size - 1, x]:
@@ -399,17 +405,12 @@ def _note(digit_u8, rng) -> Image.Image:
     """A phone photo of the digit on a sticky note (yellow, pink, green, blue or white) on a desk that fills
     most of the frame: the note 30 to 60 % of the frame's shorter side, turned up to 15 degrees, the digit a
     half to four fifths of it."""
-    from PIL import ImageDraw
     H, W = (1200, 1600) if rng.random() < 0.6 else (1600, 1200)
     rgb = _surface(H, W, rng, rng.uniform(0.05, 0.85) * rng.uniform(0.75, 1.1, 3).astype(np.float32))  # any shade
     side = rng.uniform(0.3, 0.6) * min(H, W)
     cx, cy = rng.uniform(side / 2, W - side / 2), rng.uniform(side / 2, H - side / 2)
-    a = np.radians(rng.uniform(-15, 15))
-    poly = [(cx + x * np.cos(a) - y * np.sin(a), cy + x * np.sin(a) + y * np.cos(a))
-            for x, y in ((-side / 2, -side / 2), (side / 2, -side / 2), (side / 2, side / 2), (-side / 2, side / 2))]
-    mask = Image.new("L", (W, H), 0)
-    ImageDraw.Draw(mask).polygon(poly, fill=255)
-    m = _blur(np.asarray(mask, np.float32) / 255, rng.uniform(0.5, 2))
+    corners = [(x * side / 2, y * side / 2) for x, y in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+    _, m = _page_mask(corners, (cx, cy), np.radians(rng.uniform(-15, 15)), H, W, rng)
     note = np.asarray(NOTES[rng.integers(len(NOTES))], np.float32)
     rgb = rgb * (1 - m[..., None]) + note * m[..., None]
     size = int(rng.uniform(0.5, 0.8) * side)

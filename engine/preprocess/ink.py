@@ -243,14 +243,15 @@ def _ink(c: np.ndarray, below: bool = False, within: np.ndarray | None = None) -
     return ink, float(ink.sum())
 
 
-def dark_ink(d: Decoded) -> bool:
+def dark_ink(d: Decoded, small: np.ndarray | None = None) -> bool:
     """True for dark ink on light paper (the common case, and the answer for a blank image), False for light
     ink on a dark ground. The paper is the commonest brightness around each point: a median filter wider than
     any stroke follows the paper through shadows, gradients and a table along an edge, where the border's
     brightness or one global level would not. Ink is what differs from it; its sign gives the polarity. (A
     morphological paper estimate is no judge here: an opening, the light-ink estimate, dips between dense
-    dark strokes, so the paper inside a 0 or between two strokes would look like light ink.)"""
-    small = _small(d.gray)
+    dark strokes, so the paper inside a 0 or between two strokes would look like light ink.) small:
+    _small(d.gray), when the caller has it."""
+    small = _small(d.gray) if small is None else small
     levels = uniform_paper(d.gray, small)
     if levels is not None:  # one paper level over the whole image: the paper is its larger class
         return levels[0] >= levels[1]
@@ -290,11 +291,12 @@ def ink_from_planes(d: Decoded) -> np.ndarray:
     on to its firm parts), rescaled so firm ink is 1 (faint pencil and black ballpoint look alike to the
     model)."""
     if not d.margin:
-        page = page_on_desk(d.gray)
+        small = _small(d.gray)  # (the page and the polarity are judged on the same small copy)
+        page = page_on_desk(d.gray, small)
         if page is not None:  # a sticky note on a desk: dark writing on the page, none off it
             d.dark_ink, d.contrast = True, _contrast(d.dark, True, uniform=False)
             return _ink(d.contrast, within=page)[0]
-    dark = d.dark_ink if d.margin else dark_ink(d)  # a crop's paper, the class at its edge, gives its polarity
+    dark = d.dark_ink if d.margin else dark_ink(d, small)  # a crop's paper, the class at its edge, gives its polarity
     contrast = {}
     # When the first polarity finds nothing (a bold digit filling a tiny image), the other; when neither
     # does, both again with the paper's noise measured below its level (_noise): squared paper's lines.
@@ -343,16 +345,17 @@ def _on_dark_ground(ink: np.ndarray, gray: np.ndarray) -> bool:
     return bool(firm.any()) and float(np.median(gray[firm]) - np.median(gray[::2, ::2])) >= LIGHT_GROUND
 
 
-def page_on_desk(gray: np.ndarray) -> np.ndarray | None:
+def page_on_desk(gray: np.ndarray, small: np.ndarray | None = None) -> np.ndarray | None:
     """bool HxW: a page lying whole on a desk that fills most of the picture (a sticky note, a card), inside
     its edge; None for any other picture. The page is what is lighter than Otsu's threshold on the small
     copy (when that is under half the image), or than one of a few higher ones, a rectangle (page_outline),
     clear of the image's edge along most of its outline (PAGE_FRAME: the lit part of a page in a shadow, a
-    rectangle too, runs on to the edge) and lighter than the desk around it (_stands_above)."""
+    rectangle too, runs on to the edge) and lighter than the desk around it (_stands_above). small:
+    _small(gray), when the caller has it."""
     h, w = gray.shape
     if max(h, w) < PAGE_IMAGE:
         return None
-    small = (_small(gray) * 255).round().astype(np.uint8)
+    small = ((_small(gray) if small is None else small) * 255).round().astype(np.uint8)
     otsu, light = cv2.threshold(small, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     if light.mean() > 0.5:  # the paper fills most of the picture: the common case
         return None
