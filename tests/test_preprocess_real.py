@@ -567,6 +567,28 @@ def test_a_sticky_note_on_a_mottled_desk_is_found(seed, mnist_test, runtime, tmp
     assert int(mnist_test.labels[1]) == 2 and int(runtime.predict_proba(x)[0].argmax()) == 2
 
 
+def test_a_note_on_a_coarsely_mottled_desk_is_read(mnist_test, runtime, tmp_path):
+    """engine.render's note on a desk whose mottle is so coarse and strong that the paper's noise puts the ink
+    threshold at 0.62 of full contrast: seeds 1.5 times that (0.92) lie above all the writing ("no digit
+    found" before); they lie halfway from the threshold to full contrast now."""
+    path = tmp_path / "note.jpg"
+    render(mnist_test.images[1, 0].numpy(), "note", np.random.default_rng([7, 0])).save(path, quality="keep")
+    x, _ = preprocess(str(path), runtime.spec)
+    assert int(runtime.predict_proba(x)[0].argmax()) == 2
+
+
+def test_firm_strokes_on_a_noisy_ground_are_ink():
+    """_ink's hysteresis on a contrast map whose ground is so noisy that its threshold is over half of full
+    contrast: the strokes (0.85) are ink, and no noise of the ground is."""
+    from engine.preprocess.ink import _ink
+    rng = np.random.default_rng(0)
+    c = np.clip(0.15 + 0.11 * rng.standard_normal((300, 400)), 0, 1).astype(np.float32)
+    stroke = cv2.line(np.zeros((300, 400), np.uint8), (150, 60), (250, 240), 1, 9) > 0
+    c[stroke] = 0.85
+    ink, total = _ink(c)
+    assert total > 0 and (ink[stroke] > 0).mean() > 0.95 and (ink[~stroke] > 0).sum() == 0
+
+
 def test_a_page_s_outline_is_a_rectangle_s_and_no_digit_s_is():
     from engine.preprocess.ink import page_outline
     page = np.zeros((300, 400), np.uint8)

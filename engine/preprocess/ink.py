@@ -26,7 +26,8 @@ from engine.preprocess.frame import INK_THRESHOLD
 ANALYSIS = 160          # the light is estimated on a copy this many pixels on its longest side
 PAPER_KERNEL = 0.25     # ... with a kernel this fraction of its shorter side (wider than any digit's stroke)
 MIN_CONTRAST = 0.03     # the faintest ink told from paper, as a fraction of the paper's local brightness
-NOISE_SIGMAS = 4        # ... and at least this many times the paper's own noise (hysteresis: seeds 1.5x)
+NOISE_SIGMAS = 4        # ... and at least this many times the paper's own noise (hysteresis: seeds 1.5x, at most
+                        # halfway to full contrast)
 PEAK_FRACTION = 0.3     # seeds are at least this fraction of the image's strongest ink
 UNIFORM = 0.1           # paper spreading less than this share of the ink's contrast (std) is one level
 GRID = 4                # ... with its level in each cell of a GRID x GRID grid within MIN_CONTRAST of the whole's
@@ -230,7 +231,9 @@ def _ink(c: np.ndarray, below: bool = False, within: np.ndarray | None = None) -
     if over.size == 0:
         return np.zeros_like(c), 0.0
     peak = float(np.percentile(over, 99))
-    high = max(1.5 * low, PEAK_FRACTION * peak)
+    # Seeds stand well over the threshold, but no higher than halfway from it to full contrast: on a coarsely
+    # mottled desk the threshold is over half of it, and 1.5 times that lay above all the writing.
+    high = max(min(1.5 * low, (1 + low) / 2), PEAK_FRACTION * peak)
     if peak <= high:
         return np.zeros_like(c), 0.0
     mask = _hysteresis(c, low, high)
