@@ -11,7 +11,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from export.benchmark import COLUMNS, ENGINE_NAMES, fastest_pytorch, format_table, main, run_benchmark, time_calls
+from export.benchmark import (COLUMNS, ENGINE_NAMES, Engine, fastest_pytorch, format_table, main, make_row,
+                              run_benchmark, time_calls)
 from export.runtime import refused_exports
 from tests.test_export import copy_exports
 
@@ -47,6 +48,17 @@ def test_rows_are_complete_and_sane(result):
         assert r["calls"] >= 10
     assert header["peak_gflops"] > 0 and all(p["gflops"] > 0 for p in header["peaks"].values())
     assert header["versions"]["onnxruntime"] and header["machine"]["cpus"] >= 1
+
+
+def test_a_fast_call_s_row_keeps_its_precision():
+    """A 43.85 us call (the tiny model at batch 1 on a fast CPU): its p50 was rounded to 0.1 us, and its
+    images/s, from the p50 itself, then disagreed with the row's p50 by 1.1e-3 (a test run failed on it)."""
+    engine = Engine("eager", "torch", "cpu", "fp32", prepare=None)
+    times = np.full(11, 43.845e-6)
+    logits = np.zeros((1, 10), np.float32)
+    row = make_row(engine, 1, 1, times, logits, logits, 58_000_000, {"cpu/fp32": {"gflops": 5000.0}})
+    assert row["img_per_s"] == pytest.approx(1 / (row["p50_ms"] / 1e3), rel=1e-5)
+    assert row["peak_share"] == pytest.approx(row["gflops"] / 5000.0, rel=1e-3) and row["peak_share"] > 0
 
 
 def test_every_engine_matches_eager(result):
