@@ -557,24 +557,17 @@ def test_a_sticky_note_on_a_desk_is_the_page(desk, mnist_test, runtime, tmp_path
     assert int(mnist_test.labels[1]) == 2 and int(runtime.predict_proba(x)[0].argmax()) == 2
 
 
-@pytest.mark.parametrize("seed", [6, 27])
+@pytest.mark.parametrize("seed", [pytest.param(0, id="0: coarse mottle"), 6, 27])
 def test_a_sticky_note_on_a_mottled_desk_is_found(seed, mnist_test, runtime, tmp_path):
-    """engine.render's note on a mid-grey mottled desk: at Otsu's threshold the desk's lighter mottle joins
-    the note, which is then no rectangle ("no digit found"); above it the note stands alone."""
+    """engine.render's note on a mid-grey mottled desk. Seeds 6 and 27: at Otsu's threshold the desk's lighter
+    mottle joins the note, which is then no rectangle ("no digit found"); above it the note stands alone.
+    Seed 0: the mottle is so coarse and strong that the paper's noise puts the ink threshold at 0.62 of full
+    contrast; seeds 1.5 times that (0.92) lay above all the writing ("no digit found"); they lie halfway from
+    the threshold to full contrast now."""
     path = tmp_path / "note.jpg"
     render(mnist_test.images[1, 0].numpy(), "note", np.random.default_rng([7, seed])).save(path, quality="keep")
     x, _ = preprocess(str(path), runtime.spec)
     assert int(mnist_test.labels[1]) == 2 and int(runtime.predict_proba(x)[0].argmax()) == 2
-
-
-def test_a_note_on_a_coarsely_mottled_desk_is_read(mnist_test, runtime, tmp_path):
-    """engine.render's note on a desk whose mottle is so coarse and strong that the paper's noise puts the ink
-    threshold at 0.62 of full contrast: seeds 1.5 times that (0.92) lie above all the writing ("no digit
-    found" before); they lie halfway from the threshold to full contrast now."""
-    path = tmp_path / "note.jpg"
-    render(mnist_test.images[1, 0].numpy(), "note", np.random.default_rng([7, 0])).save(path, quality="keep")
-    x, _ = preprocess(str(path), runtime.spec)
-    assert int(runtime.predict_proba(x)[0].argmax()) == 2
 
 
 def test_firm_strokes_on_a_noisy_ground_are_ink():
