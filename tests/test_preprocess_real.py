@@ -521,6 +521,44 @@ def test_a_page_on_a_light_mottled_desk_is_told_from_the_desk(mnist_test, runtim
     assert int(mnist_test.labels[10]) == 0 and int(runtime.predict_proba(x)[0].argmax()) == 0
 
 
+def _on_a_desk_as_light(digit_u8: np.ndarray | None, desk: bool = True) -> np.ndarray:
+    """A 1600x1200 photo's luma: a page under light fading to one side, a strip of it cut by a mottled desk
+    (wood, stone, fabric) on the left and at the bottom as light as the page on average, so no step tells
+    them apart; the digit in ballpoint on the page. desk=False: the same page filling the frame."""
+    from engine.render import _pen_glyph, _smooth_noise
+    h, w = 1200, 1600
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    gray = 0.8 - 0.15 * xx / w
+    if desk:
+        mottled = 0.72 * (1 + 0.3 * _smooth_noise(h, w, 24, rng))
+        gray = np.where((xx < 420 + 0.05 * yy) | (yy > 980 - 0.03 * xx), mottled, gray)
+    if digit_u8 is not None:
+        gray[480:720, 800:1040] -= 0.6 * _pen_glyph(digit_u8, 240, rng, 14)
+    return gray.astype(np.float32)
+
+
+def test_a_page_on_a_mottled_desk_as_light_as_it_is_told_by_texture(mnist_test, runtime, tmp_path):
+    """A mottled desk as light as the page: no dark table and no step at the page's edge finds it (a strip of
+    its mottle beside the page was read as a "1", a "558826" or "8" in such photos). The desk varies in every
+    direction, the page does not: the desk is left out, the page and its digit are kept."""
+    from engine.preprocess.clean import outside_paper
+    gray = _on_a_desk_as_light(mnist_test.images[10, 0].numpy())  # a 0
+    out = outside_paper(gray)
+    assert out is not None and out[:, :380].mean() > 0.95 and out[1040:, 500:].mean() > 0.95
+    assert not out[100:860, 560:].any()
+    Image.fromarray((gray * 255).round().astype(np.uint8)).save(tmp_path / "desk.jpg", quality=90)
+    x, _ = preprocess(str(tmp_path / "desk.jpg"), runtime.spec)
+    assert int(mnist_test.labels[10]) == 0 and int(runtime.predict_proba(x)[0].argmax()) == 0
+
+
+def test_a_page_that_fills_the_photo_has_no_desk():
+    """The same page, its light uneven and a digit on it, filling the frame: nothing varies in every direction
+    but the writing, and nothing is left out."""
+    from engine.preprocess.clean import outside_paper
+    assert outside_paper(_on_a_desk_as_light(np.full((28, 28), 255, np.uint8), desk=False)) is None
+
+
 def test_a_stroke_s_straight_edge_is_no_page_edge():
     """A large, bold 1 on plain paper: its edge is a sharp straight step along most of the image's height, but
     past the stroke lies the paper again, so it is no page's edge and nothing is left out."""

@@ -7,7 +7,9 @@
 1. outside_paper: in a photo the page may not fill the frame; the table (a wide dark area touching the
    image's edge, found on a small Otsu-thresholded copy: what survives an opening wider than any stroke; its
    darker part where page in a shadow joined it, its edge with that page soft; and what lies beyond the
-   page's straight, sharp edges: a light or mottled desk, not found as dark) and a band along its edge are
+   page's straight, sharp edges: a light or mottled desk, not found as dark; or beyond straight edges past
+   which the image varies in every direction and before which it does not: a desk's grain or mottle as light
+   as the page) and a band along its edge are
    not ink, nor is what lies nearly all a little further in (the page's outline).
 2. remove_lines: ruled and margin lines, long thin straight structures running across the page in any
    colour (the ink map holds coloured lines as ink: it is made from the darkest channel), found by a Hough
@@ -45,6 +47,11 @@ EDGE_STEP = 0.04         # ... darker on one side by this much (of full scale),
 EDGE_TRIES = 16          # ... (the most voted straight lines of the Hough transform that are looked at)
 EDGE_DEPTH = (0.03, 0.08, 0.15)  # ... out to these distances beyond it (of the shorter side: past any stroke),
 PAGE_LEFT = 0.5          # ... and leaves this share of the image to the page
+TEXTURE = 0.004          # a desk as light as the page: what varies across every direction (_textured) this much,
+DESK_ROUGH = 0.5         # ... beyond a page's edge along this share of it at each EDGE_DEPTH,
+DESK_ALL = 0.8           # ... and over this share of all that lies beyond it (a band of print has paper past it),
+PAGE_SMOOTH = 0.6        # ... while the page's side does not along this share (its writing is small against it),
+DESK_PAGE = 0.3          # ... and such a desk leaves the page this share of the image at least
 GROUND = 0.6             # dark regions over this share of the image are the ground (light ink on dark), no table
 EDGE_BAND = 0.02         # and ink this close to it (fraction of the shorter side) is the paper's edge,
 TABLE_SHARE = 0.5        # ... and so is ink whose component lies at least this much in that region;
@@ -129,6 +136,9 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
     edges = _beyond_page_edges(u8, small, grad)
     if (out | edges).mean() <= 1 - PAGE_LEFT:
         out |= edges
+    desk = _beyond_page_edges(u8, small, grad, textured=True)
+    if (out | desk).mean() <= 1 - DESK_PAGE:
+        out |= desk
     if not out.any():
         return None
     if out.mean() > GROUND:  # the dark ground itself (light ink on dark, a dark page): not a table
@@ -138,7 +148,7 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
     return cv2.resize(out, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
-def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list) -> np.ndarray:
+def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list, textured: bool = False) -> np.ndarray:
     """uint8 mask of the copy: what lies beyond the page's straight edges (the page is convex, so the region
     outside it is the union of the half-planes beyond its edges). An edge: a straight step across the copy
     (found by a Hough transform of its Canny edges), along EDGE_COVER of its course across the image darker
@@ -146,14 +156,22 @@ def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list) -> np.ndar
     own edge does and a shadow's does not), darker than the page by EDGE_STEP out to EDGE_DEPTH beyond it, and
     leaving the page at least PAGE_LEFT of the image (outside_paper adds them only while, with the table, they
     still do). A ruled or printed line is no edge: it is the same paper on both of its sides; nor is a stroke's
-    straight edge: past the stroke lies paper again."""
+    straight edge: past the stroke lies paper again.
+
+    textured=True: a desk as light as the page (no step, or one too small to tell), told by its texture
+    (_textured, over TEXTURE): the edges are looked for among fainter Canny edges, and an edge is one along
+    which, at each EDGE_DEPTH, the desk's side varies along DESK_ROUGH of it and the page's side (past the
+    first depth, which the measure's reach blurs) along under 1 - PAGE_SMOOTH of it; all that lies beyond it
+    varies over DESK_ALL of it (a band of print, a row of a form's boxes, has paper past it) and the page's
+    side under 1 - PAGE_SMOOTH of it."""
     h, w = small.shape
     out = np.zeros((h, w), np.uint8)
     length = EDGE_LENGTH * min(h, w)
-    lines = cv2.HoughLines(cv2.Canny(cv2.GaussianBlur(u8, (5, 5), 1.5), 20, 50), 1, np.pi / 180, int(length))
+    canny = (8, 20) if textured else (20, 50)  # (a desk told by its texture: fainter steps too)
+    lines = cv2.HoughLines(cv2.Canny(cv2.GaussianBlur(u8, (5, 5), 1.5), *canny), 1, np.pi / 180, int(length))
     if lines is None:
         return out
-    steepest = _steepest(small, grad)
+    local = _textured(small) if textured else _steepest(small, grad)  # its texture, or its steepest climb
     xx, yy = np.arange(w, dtype=np.float32)[None], np.arange(h, dtype=np.float32)[:, None]
     corners = np.array([(0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1)], np.float64)
     seen: list[tuple[float, float]] = []
@@ -176,23 +194,52 @@ def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list) -> np.ndar
             q = (at + offset * nrm).astype(np.float32)
             return cv2.remap(image, q[:, :1], q[:, 1:], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[:, 0]
 
-        steps = np.median([sample(small, k) - sample(small, -k) for k in (3, 4, 5)], axis=0)
-        sign = 1.0 if np.median(steps) > 0 else -1.0
-        edge = (steps * sign >= EDGE_STEP) & (sample(steepest, 0) >= SHARP * steps * sign)
-        if edge.mean() < EDGE_COVER:
-            continue
-        # It stays darker than the page out to EDGE_DEPTH beyond it (a stroke's straight edge, a large '1''s,
-        # has paper again past the stroke), and the image goes on that far beyond it (a line along the image's
-        # border has no room beyond it to tell).
-        if float(((corners - p0) @ nrm * -sign).max()) < EDGE_DEPTH[1] * min(h, w):
-            continue
-        page = float(np.median(sample(small, 4 * sign)))
-        if max(float(np.median(sample(small, -sign * d * min(h, w)))) for d in EDGE_DEPTH) > page - EDGE_STEP:
-            continue
-        beyond = ((xx - p0[0]) * nrm[0] + (yy - p0[1]) * nrm[1]) * sign < 0  # the darker side
+        def inside(offset: float) -> np.ndarray:
+            q = at + offset * nrm
+            return (q[:, 0] >= 0) & (q[:, 0] <= w - 1) & (q[:, 1] >= 0) & (q[:, 1] <= h - 1)
+
+        if textured:  # the desk's side: the one that varies more along it (where it lies in the image at all)
+            rough = np.array([[_share(sample(local, side * d * min(h, w)) > TEXTURE, inside(side * d * min(h, w)))
+                               for d in EDGE_DEPTH] for side in (1, -1)])
+            sign = 1.0 if rough[0].sum() < rough[1].sum() else -1.0
+            page, desk = rough if sign > 0 else rough[::-1]
+            # (the page's side from the second depth on: the measure's reach blurs the desk's edge)
+            if desk.min() < DESK_ROUGH or page[1:].max() > 1 - PAGE_SMOOTH:
+                continue
+        else:
+            steps = np.median([sample(small, k) - sample(small, -k) for k in (3, 4, 5)], axis=0)
+            sign = 1.0 if np.median(steps) > 0 else -1.0
+            edge = (steps * sign >= EDGE_STEP) & (sample(local, 0) >= SHARP * steps * sign)
+            if edge.mean() < EDGE_COVER:
+                continue
+        # The image goes on EDGE_DEPTH beyond it (a line along the image's border has no room beyond it to tell),
+        # and it stays darker than the page out to there (a stroke's straight edge, a large '1''s, has paper
+        # again past the stroke).
+        if float(((corners - p0) @ nrm * -sign).max()) < EDGE_DEPTH[-1 if textured else 1] * min(h, w):
+            continue  # (a desk told by its texture further: a line's own band of it is no desk)
+        if not textured:
+            page_level = float(np.median(sample(small, 4 * sign)))
+            if max(float(np.median(sample(small, -sign * d * min(h, w)))) for d in EDGE_DEPTH) > page_level - EDGE_STEP:
+                continue
+        beyond = ((xx - p0[0]) * nrm[0] + (yy - p0[1]) * nrm[1]) * sign < 0  # the desk's side
+        if textured and (float((local[beyond] > TEXTURE).mean()) < DESK_ALL or
+                         float((local[~beyond] > TEXTURE).mean()) > 1 - PAGE_SMOOTH):
+            continue  # not all that lies beyond it varies: a band of print, a row of boxes, has paper past it
         if beyond.mean() <= 1 - PAGE_LEFT:
             out |= beyond.astype(np.uint8)
     return out
+
+
+def _share(on: np.ndarray, where: np.ndarray) -> float:
+    """The share of `where` that is `on`; 0 where `where` is under half of it (too little of it to tell)."""
+    return float(on[where].mean()) if where.mean() >= 0.5 else 0.0
+
+
+def _textured(small: np.ndarray) -> np.ndarray:
+    """How much the copy varies across every direction near each point: the local structure tensor's smaller
+    eigenvalue (OpenCV's cornerMinEigenVal), as a root, blurred. A desk's grain or mottle varies every way;
+    paper does not, and a straight step (the page's edge, a shadow's, a ruled line) varies one way only."""
+    return np.sqrt(np.maximum(cv2.GaussianBlur(cv2.cornerMinEigenVal(small, 7, 3), (0, 0), 3), 0))
 
 
 def _solid_at_edge(dark: np.ndarray, k: np.ndarray) -> list[np.ndarray]:
