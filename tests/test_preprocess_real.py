@@ -559,6 +559,22 @@ def test_a_page_that_fills_the_photo_has_no_desk():
     assert outside_paper(_on_a_desk_as_light(np.full((28, 28), 255, np.uint8), desk=False)) is None
 
 
+def test_a_row_of_filled_in_boxes_along_the_image_s_edge_is_no_desk(mnist_test, runtime, tmp_path):
+    """engine.render's form of a number, no. 44 of `eval_numbers.py --kinds form` at seed 0: its row of boxes
+    runs along the image's bottom edge. The band of boxes and digits varies in every direction out to the
+    edge, as a desk does, but it holds ink far darker than anything on the page: it is written on, and is
+    kept ("no digit found" when it was taken for a desk)."""
+    from engine.reading import read
+    from engine.render import render_number
+    rng = np.random.default_rng([0, 103])  # the script's stream for the form kind
+    for _ in range(45):
+        idx = rng.choice(len(mnist_test), size=int(rng.integers(2, 9)))
+        image = render_number([mnist_test.images[i, 0].numpy() for i in idx], "form", rng)
+    image.save(tmp_path / "form.jpg", quality="keep")
+    truth = "".join(str(int(mnist_test.labels[i])) for i in idx)
+    assert truth == "09981" and read(str(tmp_path / "form.jpg"), runtime.spec, runtime.predict_proba).label == truth
+
+
 def test_a_stroke_s_straight_edge_is_no_page_edge():
     """A large, bold 1 on plain paper: its edge is a sharp straight step along most of the image's height, but
     past the stroke lies the paper again, so it is no page's edge and nothing is left out."""

@@ -51,7 +51,8 @@ TEXTURE = 0.004          # a desk as light as the page: what varies across every
 DESK_ROUGH = 0.5         # ... beyond a page's edge along this share of it at each EDGE_DEPTH,
 DESK_ALL = 0.8           # ... and over this share of all that lies beyond it (a band of print has paper past it),
 PAGE_SMOOTH = 0.6        # ... while the page's side does not along this share (its writing is small against it),
-DESK_PAGE = 0.3          # ... and such a desk leaves the page this share of the image at least
+DESK_PAGE = 0.3          # ... and such a desk leaves the page this share of the image at least,
+DESK_INK = 0.25          # ... and holds no marks darker than the page's darkest by this (of full scale)
 GROUND = 0.6             # dark regions over this share of the image are the ground (light ink on dark), no table
 EDGE_BAND = 0.02         # and ink this close to it (fraction of the shorter side) is the paper's edge,
 TABLE_SHARE = 0.5        # ... and so is ink whose component lies at least this much in that region;
@@ -113,6 +114,7 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
     f = min(1.0, ANALYSIS / max(h, w))
     small = cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
     # A median keeps the page's edge where it is and wipes out thin lines and strokes, which would look sharp.
+    raw = small
     u8 = cv2.medianBlur((small * 255).astype(np.uint8), 5)
     small = u8.astype(np.float32) / 255
     _, dark = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
@@ -136,7 +138,7 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
     edges = _beyond_page_edges(u8, small, grad)
     if (out | edges).mean() <= 1 - PAGE_LEFT:
         out |= edges
-    desk = _beyond_page_edges(u8, small, grad, textured=True)
+    desk = _beyond_page_edges(u8, small, grad, textured=raw)
     if (out | desk).mean() <= 1 - DESK_PAGE:
         out |= desk
     if not out.any():
@@ -148,7 +150,8 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
     return cv2.resize(out, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
-def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list, textured: bool = False) -> np.ndarray:
+def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list, textured: np.ndarray | None = None
+                       ) -> np.ndarray:
     """uint8 mask of the copy: what lies beyond the page's straight edges (the page is convex, so the region
     outside it is the union of the half-planes beyond its edges). An edge: a straight step across the copy
     (found by a Hough transform of its Canny edges), along EDGE_COVER of its course across the image darker
@@ -158,20 +161,22 @@ def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list, textured: 
     still do). A ruled or printed line is no edge: it is the same paper on both of its sides; nor is a stroke's
     straight edge: past the stroke lies paper again.
 
-    textured=True: a desk as light as the page (no step, or one too small to tell), told by its texture
-    (_textured, over TEXTURE): the edges are looked for among fainter Canny edges, and an edge is one along
-    which, at each EDGE_DEPTH, the desk's side varies along DESK_ROUGH of it and the page's side (past the
-    first depth, which the measure's reach blurs) along under 1 - PAGE_SMOOTH of it; all that lies beyond it
-    varies over DESK_ALL of it (a band of print, a row of a form's boxes, has paper past it) and the page's
-    side under 1 - PAGE_SMOOTH of it."""
+    textured (the copy before its median filter): a desk as light as the page (no step, or one too small to
+    tell), told by its texture (_textured, over TEXTURE): the edges are looked for among fainter Canny edges,
+    and an edge is one along which, at each EDGE_DEPTH, the desk's side varies along DESK_ROUGH of it and the
+    page's side (past the first depth, which the measure's reach blurs) along under 1 - PAGE_SMOOTH of it;
+    all that lies beyond it varies over DESK_ALL of it (a band of print has paper past it) and the page's
+    side under 1 - PAGE_SMOOTH of it; and its darkest marks (the 1st percentile) are no darker than the
+    page's by DESK_INK (ink written beyond it: a filled-in row of boxes along the image's edge)."""
     h, w = small.shape
     out = np.zeros((h, w), np.uint8)
     length = EDGE_LENGTH * min(h, w)
-    canny = (8, 20) if textured else (20, 50)  # (a desk told by its texture: fainter steps too)
+    texture = textured is not None
+    canny = (8, 20) if texture else (20, 50)  # (a desk told by its texture: fainter steps too)
     lines = cv2.HoughLines(cv2.Canny(cv2.GaussianBlur(u8, (5, 5), 1.5), *canny), 1, np.pi / 180, int(length))
     if lines is None:
         return out
-    local = _textured(small) if textured else _steepest(small, grad)  # its texture, or its steepest climb
+    local = _textured(small) if texture else _steepest(small, grad)  # its texture, or its steepest climb
     xx, yy = np.arange(w, dtype=np.float32)[None], np.arange(h, dtype=np.float32)[:, None]
     corners = np.array([(0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1)], np.float64)
     seen: list[tuple[float, float]] = []
@@ -198,7 +203,7 @@ def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list, textured: 
             q = at + offset * nrm
             return (q[:, 0] >= 0) & (q[:, 0] <= w - 1) & (q[:, 1] >= 0) & (q[:, 1] <= h - 1)
 
-        if textured:  # the desk's side: the one that varies more along it (where it lies in the image at all)
+        if texture:  # the desk's side: the one that varies more along it (where it lies in the image at all)
             rough = np.array([[_share(sample(local, side * d * min(h, w)) > TEXTURE, inside(side * d * min(h, w)))
                                for d in EDGE_DEPTH] for side in (1, -1)])
             sign = 1.0 if rough[0].sum() < rough[1].sum() else -1.0
@@ -215,16 +220,17 @@ def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list, textured: 
         # The image goes on EDGE_DEPTH beyond it (a line along the image's border has no room beyond it to tell),
         # and it stays darker than the page out to there (a stroke's straight edge, a large '1''s, has paper
         # again past the stroke).
-        if float(((corners - p0) @ nrm * -sign).max()) < EDGE_DEPTH[-1 if textured else 1] * min(h, w):
+        if float(((corners - p0) @ nrm * -sign).max()) < EDGE_DEPTH[-1 if texture else 1] * min(h, w):
             continue  # (a desk told by its texture further: a line's own band of it is no desk)
-        if not textured:
+        if not texture:
             page_level = float(np.median(sample(small, 4 * sign)))
             if max(float(np.median(sample(small, -sign * d * min(h, w)))) for d in EDGE_DEPTH) > page_level - EDGE_STEP:
                 continue
         beyond = ((xx - p0[0]) * nrm[0] + (yy - p0[1]) * nrm[1]) * sign < 0  # the desk's side
-        if textured and (float((local[beyond] > TEXTURE).mean()) < DESK_ALL or
-                         float((local[~beyond] > TEXTURE).mean()) > 1 - PAGE_SMOOTH):
-            continue  # not all that lies beyond it varies: a band of print, a row of boxes, has paper past it
+        if texture and (float((local[beyond] > TEXTURE).mean()) < DESK_ALL or
+                        float((local[~beyond] > TEXTURE).mean()) > 1 - PAGE_SMOOTH or
+                        np.percentile(textured[beyond], 1) < np.percentile(textured[~beyond], 1) - DESK_INK):
+            continue  # a band of print (paper past it, or ink far darker than the page's: written on) is no desk
         if beyond.mean() <= 1 - PAGE_LEFT:
             out |= beyond.astype(np.uint8)
     return out
