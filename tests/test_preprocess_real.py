@@ -565,14 +565,10 @@ def test_a_row_of_filled_in_boxes_along_the_image_s_edge_is_no_desk(mnist_test, 
     edge, as a desk does, but it holds ink far darker than anything on the page: it is written on, and is
     kept ("no digit found" when it was taken for a desk)."""
     from engine.reading import read
-    from engine.render import render_number
-    rng = np.random.default_rng([0, 103])  # the script's stream for the form kind
-    for _ in range(45):
-        idx = rng.choice(len(mnist_test), size=int(rng.integers(2, 9)))
-        image = render_number([mnist_test.images[i, 0].numpy() for i in idx], "form", rng)
-    image.save(tmp_path / "form.jpg", quality="keep")
-    truth = "".join(str(int(mnist_test.labels[i])) for i in idx)
-    assert truth == "09981" and read(str(tmp_path / "form.jpg"), runtime.spec, runtime.predict_proba).label == truth
+    from scripts.eval_numbers import make_number_requests
+    _, truth, _, arg = make_number_requests(mnist_test, ["form"], 45, 0, tmp_path)[44]  # the script's own stream
+    path = arg["path"]
+    assert truth == "09981" and read(path, runtime.spec, runtime.predict_proba).label == truth
 
 
 def test_a_stroke_s_straight_edge_is_no_page_edge():

@@ -138,7 +138,7 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
     edges = _beyond_page_edges(u8, small, grad)
     if (out | edges).mean() <= 1 - PAGE_LEFT:
         out |= edges
-    desk = _beyond_page_edges(u8, small, grad, textured=raw)
+    desk = _beyond_page_edges(u8, small, grad, raw=raw)
     if (out | desk).mean() <= 1 - DESK_PAGE:
         out |= desk
     if not out.any():
@@ -150,8 +150,7 @@ def outside_paper(gray: np.ndarray) -> np.ndarray | None:
     return cv2.resize(out, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
-def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list, textured: np.ndarray | None = None
-                       ) -> np.ndarray:
+def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list, raw: np.ndarray | None = None) -> np.ndarray:
     """uint8 mask of the copy: what lies beyond the page's straight edges (the page is convex, so the region
     outside it is the union of the half-planes beyond its edges). An edge: a straight step across the copy
     (found by a Hough transform of its Canny edges), along EDGE_COVER of its course across the image darker
@@ -161,7 +160,7 @@ def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list, textured: 
     still do). A ruled or printed line is no edge: it is the same paper on both of its sides; nor is a stroke's
     straight edge: past the stroke lies paper again.
 
-    textured (the copy before its median filter): a desk as light as the page (no step, or one too small to
+    raw given (the copy before its median filter): a desk as light as the page (no step, or one too small to
     tell), told by its texture (_textured, over TEXTURE): the edges are looked for among fainter Canny edges,
     and an edge is one along which, at each EDGE_DEPTH, the desk's side varies along DESK_ROUGH of it and the
     page's side (past the first depth, which the measure's reach blurs) along under 1 - PAGE_SMOOTH of it;
@@ -171,7 +170,7 @@ def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list, textured: 
     h, w = small.shape
     out = np.zeros((h, w), np.uint8)
     length = EDGE_LENGTH * min(h, w)
-    texture = textured is not None
+    texture = raw is not None
     canny = (8, 20) if texture else (20, 50)  # (a desk told by its texture: fainter steps too)
     lines = cv2.HoughLines(cv2.Canny(cv2.GaussianBlur(u8, (5, 5), 1.5), *canny), 1, np.pi / 180, int(length))
     if lines is None:
@@ -229,7 +228,7 @@ def _beyond_page_edges(u8: np.ndarray, small: np.ndarray, grad: list, textured: 
         beyond = ((xx - p0[0]) * nrm[0] + (yy - p0[1]) * nrm[1]) * sign < 0  # the desk's side
         if texture and (float((local[beyond] > TEXTURE).mean()) < DESK_ALL or
                         float((local[~beyond] > TEXTURE).mean()) > 1 - PAGE_SMOOTH or
-                        np.percentile(textured[beyond], 1) < np.percentile(textured[~beyond], 1) - DESK_INK):
+                        np.percentile(raw[beyond], 1) < np.percentile(raw[~beyond], 1) - DESK_INK):
             continue  # a band of print (paper past it, or ink far darker than the page's: written on) is no desk
         if beyond.mean() <= 1 - PAGE_LEFT:
             out |= beyond.astype(np.uint8)
